@@ -1,0 +1,170 @@
+"""The backend protocol: one class per runtime, imported lazily.
+
+A backend turns an artifact (ONNX file, OpenVINO IR, TensorRT engine, torch module or .pt2) into a
+session that runs numpy inputs, reports per-layer info and is timed by `edgeprune.bench`.
+Runtime packages are imported inside methods only, so `import edgeprune` works with torch alone.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from edgeprune.errors import BackendUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendOptions:
+    """Runtime settings shared by all backends; each backend reads the fields that apply to it."""
+
+    threads: int | None = None  # intra-op threads; None = runtime default
+    device: str = "cpu"  # cpu | cuda | gpu | npu | dla:N
+    precision: str = "fp32"  # fp32 | fp16 | int8 (what the artifact is built for)
+    hint: str = "latency"  # OpenVINO performance hint: latency | throughput
+    nstreams: int | None = None  # OpenVINO streams
+    graph_optimization: str = "all"  # ORT: disable | basic | extended | all
+    torch_compile: bool = False  # torch backend: wrap in torch.compile
+    sparse_weights: bool = False  # TensorRT kSPARSE_WEIGHTS / OpenVINO sparse decompression
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # runtime-specific keys
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # str for a dynamic dim
+    dtype: str  # numpy dtype name
+
+    def concrete_shape(self, batch: int = 1, default_dim: int = 1) -> tuple[int, ...]:
+        dims = []
+        for i, d in enumerate(self.shape):
+            dims.append(d if isinstance(d, int) and d > 0 else (batch if i == 0 else default_dim))
+        return tuple(dims)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One row of per-layer info read back from the runtime (perf counters, engine inspector, graph)."""
+
+    name: str
+    op_type: str
+    exec_type: str = ""  # kernel / tactic actually chosen, when the runtime says
+    time_ms: float | None = None
+    sparse: bool | None = None  # True only when the runtime reports a sparse kernel
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """A runtime. Subclasses set `name`, `package`, and implement `_load`, `run`, `input_specs`."""
+
+    name: ClassVar[str]
+    package: ClassVar[str]  # pip package that provides the runtime (named in errors)
+    artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+
+    def __init__(self, options: BackendOptions | None = None):
+        self.options = options or BackendOptions()
+        self.artifact: Path | None = None
+        self.compile_time_s: float | None = None
+
+    # -- availability -----------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def why_unavailable(cls) -> str | None:
+        """None when the runtime can run here, else one line saying why not and what to install."""
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.why_unavailable() is None
+
+    @classmethod
+    def require(cls) -> None:
+        reason = cls.why_unavailable()
+        if reason:
+            raise BackendUnavailable(f"backend '{cls.name}' is unavailable: {reason}")
+
+    @classmethod
+    def version(cls) -> str | None:
+        from importlib import metadata
+
+        try:
+            return metadata.version(cls.package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    # -- lifecycle --------------------------------------------------------------------
+    def compile(self, model_path: str | Path | Any, profile: Any = None) -> "Backend":
+        """Load/compile the artifact for this runtime; records compile_time_s. Returns self."""
+        self.require()
+        t0 = time.perf_counter()
+        self._load(model_path, profile)
+        self.compile_time_s = time.perf_counter() - t0
+        if isinstance(model_path, (str, Path)):
+            self.artifact = Path(model_path)
+        return self
+
+    @abc.abstractmethod
+    def _load(self, model_path: Any, profile: Any) -> None: ...
+
+    @abc.abstractmethod
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    @abc.abstractmethod
+    def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; outputs in the artifact's output order."""
+
+    def runner(self, inputs: Mapping[str, np.ndarray]):
+        """A zero-argument callable for the timing loop, with all per-call setup hoisted out."""
+        return lambda: self.run(inputs)
+
+    def inspect(self) -> list[LayerInfo]:
+        """Per-layer info; backends without a source of it return the graph's op list."""
+        return []
+
+    def benchmark(self, inputs: Mapping[str, np.ndarray], **kwargs):
+        from edgeprune.bench import measure
+
+        return measure(self.runner(inputs), **kwargs)
+
+    def artifact_size_bytes(self) -> int | None:
+        if self.artifact is None or not self.artifact.exists():
+            return None
+        files = [self.artifact] + [self.artifact.with_suffix(s) for s in (".bin",)]
+        files += list(self.artifact.parent.glob(self.artifact.name + ".data"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "version": self.version(), "options": dataclasses.asdict(self.options)}
+
+
+def match_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Check names, ranks and dtypes of `inputs` against `specs`; cast only lossless int widths."""
+    from edgeprune.errors import ConfigError
+
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise ConfigError(
+            f"{where}: missing input(s) {missing}; the model expects {names}",
+            hint="pass one array per model input, named as listed",
+        )
+    out = {}
+    for spec in specs:
+        arr = np.asarray(inputs[spec.name])
+        if arr.ndim != len(spec.shape):
+            raise ConfigError(
+                f"{where}: input '{spec.name}' has shape {tuple(arr.shape)}, the model expects rank {len(spec.shape)} {spec.shape}",
+                hint="fix --input-shape for this input",
+            )
+        for i, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            if isinstance(want, int) and want > 0 and got != want:
+                raise ConfigError(
+                    f"{where}: input '{spec.name}' dim {i} is {got}, the model was built for {want} ({spec.shape})",
+                    hint="use the model's static shape or re-export with a dynamic dim",
+                )
+        if arr.dtype != np.dtype(spec.dtype):
+            arr = arr.astype(spec.dtype)
+        out[spec.name] = np.ascontiguousarray(arr)
+    return out

@@ -1,0 +1,72 @@
+"""edgeprune: make trained PyTorch models fast on the hardware they will run on.
+
+Public API (imported lazily so `import edgeprune` pulls in no runtime):
+    ep.load_profile(name)            device profiles (hw_profiles/*.yaml, "host" = probed)
+    ep.load_model(spec)              model specs: module:factory, file.py:factory, HF folder, .pt2, .onnx
+    ep.export(model, inputs, path)   validated ONNX export (and OpenVINO IR)
+    ep.benchmark(model_or_path, backend=...)  latency statistics on a real runtime
+"""
+from __future__ import annotations
+
+import importlib
+
+from edgeprune.errors import (
+    BackendUnavailable,
+    BenchmarkError,
+    ConfigError,
+    EdgepruneError,
+    ExportError,
+    ModelLoadError,
+    ProfileError,
+    PruningError,
+    SparsityError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first attribute access
+_LAZY = {
+    "load_profile": "edgeprune.profiles",
+    "list_profiles": "edgeprune.profiles",
+    "DeviceProfile": "edgeprune.profiles",
+    "probe_host": "edgeprune.probe",
+    "load_model": "edgeprune.models",
+    "parse_input_specs": "edgeprune.models",
+    "LoadedModel": "edgeprune.models",
+    "export": "edgeprune.export",
+    "export_openvino": "edgeprune.export",
+    "ExportReport": "edgeprune.export",
+    "benchmark": "edgeprune.bench",
+    "compare": "edgeprune.bench",
+    "measure": "edgeprune.bench",
+    "BenchResult": "edgeprune.bench",
+    "get_backend": "edgeprune.backends",
+    "BackendOptions": "edgeprune.backends",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeprune' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
+
+__all__ = [
+    "EdgepruneError",
+    "ConfigError",
+    "ProfileError",
+    "ModelLoadError",
+    "ExportError",
+    "BackendUnavailable",
+    "BenchmarkError",
+    "PruningError",
+    "SparsityError",
+    *_LAZY,
+]
