@@ -1,0 +1,45 @@
+"""`edgeprune` command line. Every user error: one line with the fix, exit 2; traceback only with --debug."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgeprune.errors import EdgepruneError
+
+
+class _Group(click.Group):
+    """Turns EdgepruneError into one line on stderr and exit 2 (unless --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgepruneError as err:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="edgeprune")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Hardware-aware pruning, export and measured benchmarking of PyTorch models."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from edgeprune import cli_profiles, cli_run
+
+    main.add_command(cli_profiles.profiles)
+    for cmd in cli_run.COMMANDS:
+        main.add_command(cmd)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
