@@ -68,6 +68,7 @@ class Backend(abc.ABC):
         self.options = options or BackendOptions()
         self.artifact: Path | None = None
         self.compile_time_s: float | None = None
+        self.load_rss_mb: float | None = None
 
     # -- availability -----------------------------------------------------------------
     @classmethod
@@ -97,10 +98,16 @@ class Backend(abc.ABC):
     # -- lifecycle --------------------------------------------------------------------
     def compile(self, model_path: str | Path | Any, profile: Any = None) -> "Backend":
         """Load/compile the artifact for this runtime; records compile_time_s. Returns self."""
+        import psutil
+
         self.require()
+        proc = psutil.Process()
+        rss0 = proc.memory_info().rss
         t0 = time.perf_counter()
         self._load(model_path, profile)
         self.compile_time_s = time.perf_counter() - t0
+        # Memory the loaded session added to this process (the process peak includes torch etc.).
+        self.load_rss_mb = (proc.memory_info().rss - rss0) / 2**20
         if isinstance(model_path, (str, Path)):
             self.artifact = Path(model_path)
         return self
@@ -119,6 +126,14 @@ class Backend(abc.ABC):
         """A zero-argument callable for the timing loop, with all per-call setup hoisted out."""
         return lambda: self.run(inputs)
 
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray] | None, batch: int = 1) -> dict[str, np.ndarray]:
+        """Check given inputs against the artifact, or make realistic random ones at `batch`."""
+        from edgeprune.bench import random_inputs
+
+        if inputs is None:
+            return random_inputs(self.input_specs(), batch=batch)
+        return match_inputs(self.input_specs(), inputs, where=f"{self.name} inputs")
+
     def inspect(self) -> list[LayerInfo]:
         """Per-layer info; backends without a source of it return the graph's op list."""
         return []
@@ -131,8 +146,10 @@ class Backend(abc.ABC):
     def artifact_size_bytes(self) -> int | None:
         if self.artifact is None or not self.artifact.exists():
             return None
-        files = [self.artifact] + [self.artifact.with_suffix(s) for s in (".bin",)]
-        files += list(self.artifact.parent.glob(self.artifact.name + ".data"))
+        files = [self.artifact]
+        if self.artifact.suffix == ".xml":  # OpenVINO IR keeps its weights in the .bin beside it
+            files.append(self.artifact.with_suffix(".bin"))
+        files += list(self.artifact.parent.glob(self.artifact.name + ".data"))  # ONNX external data
         return sum(f.stat().st_size for f in files if f.exists())
 
     def describe(self) -> dict[str, Any]:

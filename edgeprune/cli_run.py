@@ -1,4 +1,147 @@
-"""CLI commands that load, export and benchmark models (filled in by the export/bench work)."""
+"""`edgeprune export` and `edgeprune bench`: load a model, export it validated, time it on real runtimes."""
 from __future__ import annotations
 
-COMMANDS: list = []
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from edgeprune.errors import ConfigError
+
+# Wide enough for the result tables when output goes to a file or pipe (rich defaults to 80 there).
+console = Console(width=None if Console().is_terminal else 180)
+err_console = Console(stderr=True)
+
+input_shape_option = click.option(
+    "--input-shape", "input_shapes", multiple=True, metavar="SPEC",
+    help="Input shape, e.g. 1x3x224x224, 1x128:int64 or input_ids=1x128:int64 (repeat per input).")
+
+
+@contextlib.contextmanager
+def stage(text: str) -> Iterator[None]:
+    """A spinner with elapsed time for a step that may take more than a couple of seconds."""
+    with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=err_console, transient=True) as p:
+        p.add_task(text, total=None)
+        yield
+
+
+@click.command("export")
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@input_shape_option
+@click.option("--opset", default=18, show_default=True, type=int)
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
+@click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write OpenVINO IR (.xml + .bin) here.")
+@click.option("--atol", default=1e-4, show_default=True, type=float, help="Validation tolerance (relative above |1|).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the validation report as JSON.")
+def export_cmd(model, output, input_shapes, opset, dynamic_batch, ov_path, atol, json_path):
+    """Export MODEL to ONNX (and OpenVINO IR), validated against PyTorch on the runtime."""
+    import json
+
+    from edgeprune._io import write_text_atomic
+    from edgeprune.export import export, export_openvino, torch_outputs
+    from edgeprune.models import load_model
+    from edgeprune.report import export_table
+
+    if not output.endswith(".onnx"):
+        raise ConfigError(f"--output {output} must end in .onnx", hint="e.g. -o model.onnx")
+    if ov_path and not ov_path.endswith(".xml"):
+        raise ConfigError(f"--openvino {ov_path} must end in .xml", hint="e.g. --openvino model.xml")
+    with stage(f"loading {model}"):
+        loaded = load_model(model, input_shapes)
+    if loaded.module is None:
+        raise ConfigError(f"{model} is already ONNX; export needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
+    with stage(f"exporting to {output} and validating on onnxruntime"):
+        reports = [export(loaded, None, output, opset=opset, dynamic_batch=dynamic_batch, atol=atol)]
+    if ov_path:
+        feeds = {n: t.numpy() for n, t in zip(loaded.input_names, loaded.example_inputs)}
+        with stage(f"converting to {ov_path} and validating on openvino"):
+            reports.append(export_openvino(output, ov_path, reference=(torch_outputs(loaded.module, loaded.example_inputs), feeds), atol=atol))
+    console.print(export_table(reports))
+    if json_path:
+        write_text_atomic(json_path, json.dumps([r.to_dict() for r in reports], indent=2))
+
+
+def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
+    """(label, compiled backend) for every model x backend; each model is exported once."""
+    from edgeprune.backends import BackendOptions, get_backend
+    from edgeprune.export import export
+    from edgeprune.models import load_model
+    from edgeprune.session import ARTIFACT_SUFFIXES
+
+    out = []
+    for i, spec in enumerate(models):
+        path = Path(spec)
+        loaded = None if path.suffix in ARTIFACT_SUFFIXES else load_model(spec, input_shapes, batch=batch)
+        onnx_path = path if loaded is None else loaded.onnx_path
+        label = path.stem if loaded is None else loaded.name
+        for name in backends:
+            backend = get_backend(name, BackendOptions(threads=threads))
+            backend.require()
+            if backend.name == "torch":
+                if loaded is None:
+                    raise ConfigError(f"the torch backend cannot run {path.name}", hint="use onnxruntime or openvino")
+                target = loaded
+            else:
+                if onnx_path is None:
+                    onnx_path = tmp / f"{i}_{label}.onnx"
+                    with stage(f"exporting {label} to ONNX (validated)"):
+                        export(loaded, None, onnx_path)
+                if not Path(onnx_path).is_file():
+                    from edgeprune.errors import ModelLoadError
+
+                    raise ModelLoadError(f"model file not found: {onnx_path}", hint="check the path")
+                target = onnx_path
+            with stage(f"compiling {label} on {backend.name}"):
+                backend.compile(target)
+            out.append((label, backend))
+    return out
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1)
+@click.option("-b", "--backend", "backends", multiple=True,
+              help="onnxruntime | openvino | torch | tensorrt (repeat; default onnxruntime, or onnxruntime+openvino with no MODEL).")
+@input_shape_option
+@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--threads", type=int, help="Intra-op threads (default: the runtime's).")
+@click.option("--warmup", default=20, show_default=True, type=int)
+@click.option("--iters", default=200, show_default=True, type=int, help="Timed iterations per candidate (over all rounds).")
+@click.option("--seconds", type=float, help="Time budget per candidate instead of --iters.")
+@click.option("--rounds", default=5, show_default=True, type=int, help="Interleaved rounds (spread of the speedup).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write results as Markdown.")
+def bench_cmd(models, backends, input_shapes, batch, threads, warmup, iters, seconds, rounds, json_path, md_path):
+    """Benchmark MODEL [MODEL2 ...] on real runtimes; with no MODEL, the packaged MiniLM-L6 on ORT and OpenVINO."""
+    from edgeprune._io import write_text_atomic
+    from edgeprune.bench import benchmark_sessions, compare
+    from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line
+
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}", hint="e.g. --batch 8")
+    if not models:
+        models, backends = ("minilm",), backends or ("onnxruntime", "openvino")
+    backends = backends or ("onnxruntime",)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
+        sessions = _sessions(models, backends, input_shapes, threads, batch, Path(tmp))
+        triples = [(label, b, b.prepare_inputs(None, batch=batch)) for label, b in sessions]
+        with Progress(TextColumn("timing"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task("rounds", total=rounds)
+            results = benchmark_sessions(triples, batch=batch, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds,
+                                         progress=lambda done, total: progress.update(task, completed=done))
+    speedups = compare(results) if len(results) > 1 else []
+    console.print(bench_table(results, speedups))
+    console.print(f"[dim]{environment_line(results[0].env)}[/dim]")
+    console.print(f"[dim]{rounds} interleaved rounds; speedup = median of per-round p50 ratios (min-max over rounds)[/dim]")
+    if json_path:
+        write_text_atomic(json_path, bench_json(results, speedups))
+    if md_path:
+        write_text_atomic(md_path, bench_markdown(results, speedups))
+
+
+COMMANDS = [export_cmd, bench_cmd]

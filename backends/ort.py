@@ -1,0 +1,123 @@
+"""ONNX Runtime backend: CPU EP by default, CUDA / TensorRT EPs when present.
+
+Per-layer info comes from ORT's own profiler (node kernel times and the EP that ran each node).
+ORT's CPU EP has no sparse GEMM: pruned zeros run dense, which `inspect` cannot show as sparse.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from collections import defaultdict
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_ORT_TO_NUMPY = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+    "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    package = "onnxruntime"
+    artifact_suffixes = (".onnx",)
+
+    @classmethod
+    def why_unavailable(cls) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "the onnxruntime package is not installed (pip install onnxruntime)"
+        return None
+
+    def _providers(self) -> list[Any]:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        device = self.options.device
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        if device in ("cuda", "gpu") and "CUDAExecutionProvider" in have:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device in ("tensorrt", "trt") and "TensorrtExecutionProvider" in have:
+            trt_opts = {"trt_fp16_enable": self.options.precision == "fp16",
+                        "trt_int8_enable": self.options.precision == "int8",
+                        "trt_sparsity_enable": self.options.sparse_weights, "trt_detailed_build_log": True}
+            return [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        from edgeprune.errors import BackendUnavailable
+
+        raise BackendUnavailable(
+            f"onnxruntime has no execution provider for device '{device}' here (available: {have})",
+            hint="use --device cpu, or install onnxruntime-gpu on a CUDA machine",
+        )
+
+    def _session_options(self, profile_prefix: str | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[self.options.graph_optimization])
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        for key, value in dict(self.options.extra).get("session_config", {}).items():
+            so.add_session_config_entry(key, str(value))
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        return so
+
+    def _load(self, model_path: Any, profile: Any) -> None:
+        import onnxruntime as ort
+
+        self._path = os.fspath(model_path)
+        self.session = ort.InferenceSession(self._path, sess_options=self._session_options(), providers=self._providers())
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [
+            TensorSpec(i.name, tuple(d if isinstance(d, int) else str(d) for d in i.shape), _ORT_TO_NUMPY.get(i.type, "float32"))
+            for i in self.session.get_inputs()
+        ]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self._output_names, dict(inputs))
+
+    def runner(self, inputs: Mapping[str, np.ndarray]):
+        feeds, names, run = dict(inputs), self._output_names, self.session.run
+        return lambda: run(names, feeds)
+
+    def inspect(self, inputs: Mapping[str, np.ndarray] | None = None, runs: int = 10) -> list[LayerInfo]:
+        """Per-node mean kernel time (ms) and the EP that ran it, from ORT's profiler."""
+        import onnxruntime as ort
+
+        feeds = self.prepare_inputs(inputs)
+        with tempfile.TemporaryDirectory() as tmp:
+            sess = ort.InferenceSession(self._path, sess_options=self._session_options(os.path.join(tmp, "ort")),
+                                        providers=self._providers())
+            for _ in range(runs):
+                sess.run(None, feeds)
+            with open(sess.end_profiling(), encoding="utf-8") as f:
+                events = json.load(f)
+        return _node_table(events, runs)
+
+
+def _node_table(events: list[dict], runs: int) -> list[LayerInfo]:
+    totals: dict[str, float] = defaultdict(float)
+    meta: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        node = ev["name"][: -len("_kernel_time")]
+        args = ev.get("args", {})
+        totals[node] += ev.get("dur", 0) / 1000.0  # µs -> ms
+        meta[node] = (args.get("op_name", ""), args.get("provider", ""))
+    return [
+        LayerInfo(name=n, op_type=meta[n][0], exec_type=meta[n][1], time_ms=t / runs,
+                  sparse=False if meta[n][1] == "CPUExecutionProvider" else None)  # CPU EP: no sparse GEMM
+        for n, t in sorted(totals.items(), key=lambda kv: -kv[1])
+    ]

@@ -1,0 +1,260 @@
+"""Latency measurement: a thin timing loop, statistics, repeated rounds and paired comparisons.
+
+The loop only calls a prepared zero-argument callable between two clock reads, so the harness
+adds almost nothing to the runtime's own time (benchmarks/runtimes.py shows it against a bare loop).
+Comparisons interleave rounds of every candidate so drift (thermal, noisy neighbours) hits all of
+them alike; a speedup is the median of per-round p50 ratios, with the min-max spread over rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import statistics
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeprune.errors import BenchmarkError, ConfigError
+
+Clock = Callable[[], int]  # nanoseconds
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyStats:
+    """Latency statistics in milliseconds over n timed calls."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> "LatencyStats":
+        a = np.asarray(samples_ms, dtype=np.float64)
+        if a.size == 0:
+            raise BenchmarkError("no timed iterations", hint="raise iters or seconds")
+        p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
+        std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+        return cls(int(a.size), float(a.mean()), std, float(a.min()), float(p50), float(p90), float(p95), float(p99), float(a.max()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Raw timings of one candidate: every sample, and the p50 of each round."""
+
+    samples_ms: tuple[float, ...]
+    round_p50_ms: tuple[float, ...]
+    warmup: int
+
+    @property
+    def stats(self) -> LatencyStats:
+        return LatencyStats.from_samples(self.samples_ms)
+
+
+@dataclasses.dataclass
+class BenchResult:
+    name: str
+    backend: str
+    batch: int
+    stats: LatencyStats
+    round_p50_ms: list[float]
+    warmup: int
+    compile_time_s: float | None = None
+    peak_rss_mb: float | None = None  # whole process, so far
+    load_rss_mb: float | None = None  # what loading this session added
+    artifact_bytes: int | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    env: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Inferences (samples) per second at the mean latency."""
+        return self.batch * 1000.0 / self.stats.mean if self.stats.mean > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["throughput"] = self.throughput
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Speedup:
+    """Speedup of `candidate` over `baseline`: median of per-round p50 ratios and its spread."""
+
+    baseline: str
+    candidate: str
+    median: float
+    min: float
+    max: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x (rounds {self.min:.2f}-{self.max:.2f}, n={self.rounds})"
+
+
+def _check_counts(warmup: int, iters: int | None, seconds: float | None, rounds: int) -> None:
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0, got {warmup}", hint="pass --warmup 20")
+    if rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {rounds}", hint="pass --rounds 5")
+    if seconds is None and (iters is None or iters < rounds):
+        raise ConfigError(f"iters must be >= rounds ({rounds}), got {iters}", hint="pass --iters 200")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"seconds must be > 0, got {seconds}", hint="pass --seconds 10")
+
+
+def _time_calls(fn: Callable[[], Any], n: int | None, seconds: float | None, clock: Clock) -> list[float]:
+    """Time `fn` n times, or until `seconds` have passed; one sample (ms) per call."""
+    out: list[float] = []
+    deadline = None if seconds is None else clock() + int(seconds * 1e9)
+    while True:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        out.append((t1 - t0) / 1e6)
+        if n is not None and len(out) >= n:
+            return out
+        if deadline is not None and t1 >= deadline:
+            return out
+
+
+def measure_many(
+    fns: Sequence[Callable[[], Any]],
+    *,
+    warmup: int = 20,
+    iters: int | None = 200,
+    seconds: float | None = None,
+    rounds: int = 5,
+    clock: Clock = time.perf_counter_ns,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Timing]:
+    """Time several candidates in interleaved rounds. `iters`/`seconds` are per candidate, split over rounds."""
+    _check_counts(warmup, iters, seconds, rounds)
+    per_round = None if seconds is not None else max(1, iters // rounds)
+    round_seconds = None if seconds is None else seconds / rounds
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    p50s: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        for i, fn in enumerate(fns):
+            got = _time_calls(fn, per_round, round_seconds, clock)
+            samples[i].extend(got)
+            p50s[i].append(float(np.median(got)))
+        if progress:
+            progress(r + 1, rounds)
+    return [Timing(tuple(s), tuple(p), warmup) for s, p in zip(samples, p50s)]
+
+
+def measure(fn: Callable[[], Any], **kwargs) -> Timing:
+    """Time one zero-argument callable (see `measure_many` for the arguments)."""
+    return measure_many([fn], **kwargs)[0]
+
+
+def bare_loop_ms(fn: Callable[[], Any], iters: int) -> float:
+    """Mean ms per call of a loop with a single clock read on each side: the overhead reference."""
+    t0 = time.perf_counter_ns()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter_ns() - t0) / 1e6 / iters
+
+
+def speedup(baseline: BenchResult, candidate: BenchResult) -> Speedup:
+    if len(baseline.round_p50_ms) != len(candidate.round_p50_ms):
+        raise BenchmarkError("speedup needs the same number of rounds on both sides", hint="benchmark them together")
+    ratios = [b / c for b, c in zip(baseline.round_p50_ms, candidate.round_p50_ms) if c > 0]
+    if not ratios:
+        raise BenchmarkError(f"no usable rounds to compare '{candidate.name}' with '{baseline.name}'")
+    return Speedup(baseline.name, candidate.name, statistics.median(ratios), min(ratios), max(ratios), len(ratios))
+
+
+def compare(results: Sequence[BenchResult]) -> list[Speedup]:
+    """Speedup of every result over the first one."""
+    return [speedup(results[0], r) for r in results[1:]]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import sys
+
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def random_inputs(specs, batch: int = 1, seed: int = 0, seq_len: int = 128) -> dict[str, np.ndarray]:
+    """Inputs for timing when none are given. Integer inputs get values a tokenizer would give
+    (ids in a small vocab range, all-ones masks, zero token types) so kernels do real work."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        shape = spec.concrete_shape(batch=batch, default_dim=seq_len)
+        dtype = np.dtype(spec.dtype)
+        name = spec.name.lower()
+        if dtype.kind in "iu":
+            if "mask" in name:
+                out[spec.name] = np.ones(shape, dtype=dtype)
+            elif "type" in name or "position" in name:
+                out[spec.name] = np.zeros(shape, dtype=dtype)
+            else:
+                out[spec.name] = rng.integers(1000, 2000, size=shape).astype(dtype)
+        elif dtype == np.bool_:
+            out[spec.name] = np.ones(shape, dtype=bool)
+        else:
+            out[spec.name] = rng.standard_normal(shape).astype(dtype)
+    return out
+
+
+def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
+    from edgeprune.env import environment
+
+    return BenchResult(
+        name=name,
+        backend=backend.name,
+        batch=batch,
+        stats=timing.stats,
+        round_p50_ms=list(timing.round_p50_ms),
+        warmup=timing.warmup,
+        compile_time_s=backend.compile_time_s,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        load_rss_mb=None if backend.load_rss_mb is None else round(backend.load_rss_mb, 1),
+        artifact_bytes=backend.artifact_size_bytes(),
+        options=backend.describe(),
+        env=environment(),
+    )
+
+
+def benchmark_sessions(
+    sessions: Sequence[tuple[str, Any, Mapping[str, np.ndarray]]],
+    *,
+    batch: int = 1,
+    warmup: int = 20,
+    iters: int | None = 200,
+    seconds: float | None = None,
+    rounds: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[BenchResult]:
+    """Benchmark compiled backends side by side: (label, backend, inputs) each, interleaved rounds."""
+    runners = [backend.runner(inputs) for _, backend, inputs in sessions]
+    timings = measure_many(runners, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds, progress=progress)
+    return [_result(label, backend, t, batch) for (label, backend, _), t in zip(sessions, timings)]
+
+
+def benchmark(model_or_path, backend: str = "onnxruntime", inputs=None, *, warmup: int = 20, iters: int | None = 200,
+              seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int = 1,
+              options=None, input_shapes=None, name: str | None = None, profile=None) -> BenchResult:
+    """Benchmark a model (module, model spec, .onnx/.xml/.pt2 path) on one runtime; see `edgeprune.session`."""
+    from edgeprune.session import open_session
+
+    label, sess = open_session(model_or_path, backend, threads=threads, batch=batch, options=options,
+                               input_shapes=input_shapes, profile=profile)
+    feeds = sess.prepare_inputs(inputs, batch=batch)
+    return benchmark_sessions([(name or label, sess, feeds)], batch=batch, warmup=warmup, iters=iters,
+                              seconds=seconds, rounds=rounds)[0]

@@ -1,0 +1,238 @@
+"""Validated export: torch -> ONNX (dynamo exporter) -> ONNX Runtime check; ONNX -> OpenVINO IR -> check.
+
+Every export is run on the runtime against the PyTorch outputs. An output passes when
+max|ref - got| <= atol * max(1, max|ref|): absolute for outputs of magnitude <= 1, relative above.
+Any failing output raises ExportError listing every failing output (optimum-exporter style).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from edgeprune._io import atomic_path
+from edgeprune.errors import ConfigError, ExportError
+
+DEFAULT_OPSET = 18
+DEFAULT_ATOL = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    name: str
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    cosine: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.tolerance
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.shape}: max abs diff {self.max_abs_diff:.3g} (tol {self.tolerance:.3g}), cosine {self.cosine:.6f}"
+
+
+@dataclasses.dataclass
+class ExportReport:
+    path: Path
+    runtime: str
+    exporter: str  # "dynamo" | "torchscript (fallback)" | "openvino.convert_model"
+    opset: int | None
+    checks: list[OutputCheck]
+    seconds: float
+    fallback_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.checks), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "runtime": self.runtime, "exporter": self.exporter, "opset": self.opset,
+                "seconds": round(self.seconds, 3), "fallback_reason": self.fallback_reason, "ok": self.ok,
+                "outputs": [dict(dataclasses.asdict(c), ok=c.ok) for c in self.checks]}
+
+
+def compare_outputs(reference: Sequence[np.ndarray], got: Sequence[np.ndarray], names: Sequence[str] | None = None,
+                    atol: float = DEFAULT_ATOL) -> list[OutputCheck]:
+    """Per-output max abs diff and cosine of `got` against `reference`."""
+    if len(reference) != len(got):
+        raise ExportError(f"the runtime returned {len(got)} outputs, the source model {len(reference)}",
+                          hint="check the exported graph's outputs")
+    names = list(names or []) + [f"output_{i}" for i in range(len(reference))]
+    checks = []
+    for name, ref, out in zip(names, reference, got):
+        ref = np.asarray(ref, dtype=np.float64)
+        out = np.asarray(out, dtype=np.float64)
+        if ref.shape != out.shape:
+            checks.append(OutputCheck(name, tuple(out.shape), float("inf"), float("nan"), atol))
+            continue
+        diff = float(np.max(np.abs(ref - out))) if ref.size else 0.0
+        denom = float(np.linalg.norm(ref) * np.linalg.norm(out))
+        cosine = float(np.dot(ref.ravel(), out.ravel()) / denom) if denom > 0 else 1.0
+        scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+        checks.append(OutputCheck(name, tuple(ref.shape), diff, cosine, atol * scale))
+    return checks
+
+
+def raise_on_mismatch(checks: Sequence[OutputCheck], what: str) -> None:
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise ExportError(f"{what} disagrees with the PyTorch model on {len(bad)} of {len(checks)} output(s): "
+                          + "; ".join(str(c) for c in bad),
+                          hint="raise --atol only if the difference is expected (e.g. fp16), else report the model")
+
+
+def torch_outputs(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    from edgeprune.backends.pt import _flatten
+
+    with torch.inference_mode():
+        out = model(*example_inputs)
+    return [t.detach().float().cpu().numpy() for t in _flatten(out)]
+
+
+def _dynamic_shapes(n_inputs: int, dynamic_batch: bool, dynamic_dims: dict[int, dict[int, str]] | None):
+    """One dict per positional input: dim index -> torch.export.Dim (shared by name across inputs)."""
+    if not dynamic_batch and not dynamic_dims:
+        return None
+    dims: dict[str, Any] = {}
+    spec = []
+    for i in range(n_inputs):
+        entry = {}
+        if dynamic_batch:
+            entry[0] = dims.setdefault("batch", torch.export.Dim("batch", min=1, max=4096))
+        for axis, label in (dynamic_dims or {}).get(i, {}).items():
+            entry[axis] = dims.setdefault(label, torch.export.Dim(label, min=2, max=65536))
+        spec.append(entry or None)
+    return tuple(spec)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings on every call; keep them out of the user's terminal."""
+    buf = io.StringIO()
+    level = logging.getLogger("torch").level
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+        warnings.simplefilter("ignore")
+        try:
+            yield buf
+        finally:
+            logging.getLogger("torch").setLevel(level)
+
+
+def _onnx_export(model, example_inputs, path: Path, opset: int, input_names, output_names, dynamic_shapes) -> tuple[str, str | None]:
+    """Dynamo exporter first; the legacy TorchScript exporter only as a recorded fallback."""
+    try:
+        with _quiet():
+            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
+                                        input_names=input_names, output_names=output_names,
+                                        dynamic_shapes=dynamic_shapes, verbose=False)
+            program.save(str(path), external_data=False)
+        return "dynamo", None
+    except Exception as err:  # the dynamo exporter raises many types; any of them means "try the fallback"
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+    dynamic_axes = None
+    if dynamic_shapes:
+        dynamic_axes = {n: {a: d.__name__ for a, d in (spec or {}).items()} for n, spec in zip(input_names, dynamic_shapes)}
+    try:
+        with _quiet():
+            torch.onnx.export(model, tuple(example_inputs), str(path), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+    except Exception as err:
+        raise ExportError(f"ONNX export failed with both exporters: dynamo: {reason}; torchscript: {type(err).__name__}: {err}",
+                          hint="check that the model runs under torch.export, or simplify the failing op") from err
+    return "torchscript (fallback)", reason
+
+
+def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: str | os.PathLike, *,
+           opset: int = DEFAULT_OPSET, input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+           dynamic_batch: bool = False, dynamic_dims: dict[int, dict[int, str]] | None = None,
+           validate: bool = True, atol: float = DEFAULT_ATOL) -> ExportReport:
+    """Export `model` to ONNX at `path` and check it on ONNX Runtime against PyTorch.
+
+    `model` may be an nn.Module or a LoadedModel (then example_inputs/input_names come from it).
+    Raises ExportError listing every output outside tolerance; nothing is left at `path` then.
+    """
+    from edgeprune.models import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        input_names = input_names or model.input_names
+        example_inputs, model = model.example_inputs, model.module
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not 7 <= opset <= 23:
+        raise ConfigError(f"opset {opset} is out of range", hint="use an opset between 7 and 23 (default 18)")
+    model = model.eval()
+    names = list(input_names or [f"input_{i}" for i in range(len(example_inputs))])
+    reference = torch_outputs(model, example_inputs)
+    out_names = list(output_names or [f"output_{i}" for i in range(len(reference))])
+    t0 = time.perf_counter()
+    path = Path(path)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        shapes = _dynamic_shapes(len(example_inputs), dynamic_batch, dynamic_dims)
+        exporter, reason = _onnx_export(model, example_inputs, tmp, opset, names, out_names, shapes)
+        checks = []
+        if validate:
+            feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, example_inputs)}
+            checks = compare_outputs(reference, run_onnxruntime(tmp, feeds), out_names, atol)
+            raise_on_mismatch(checks, f"ONNX export {path.name} on onnxruntime")
+    return ExportReport(path, "onnxruntime", exporter, opset, checks, time.perf_counter() - t0, reason)
+
+
+def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from edgeprune.backends import get_backend
+
+    backend = get_backend("onnxruntime").compile(path)
+    known = {s.name for s in backend.input_specs()}
+    return backend.run({k: v for k, v in feeds.items() if k in known})
+
+
+def export_openvino(onnx_path: str | os.PathLike, xml_path: str | os.PathLike, *,
+                    reference: tuple[Sequence[np.ndarray], dict[str, np.ndarray]] | None = None,
+                    atol: float = DEFAULT_ATOL) -> ExportReport:
+    """Convert an ONNX file to OpenVINO IR (.xml + .bin, fp32 weights) and check it on OpenVINO CPU.
+
+    `reference` = (expected outputs, input feeds); without it the ONNX file on ONNX Runtime is the reference.
+    """
+    from edgeprune.backends import BackendOptions, get_backend, get_backend_class
+
+    get_backend_class("openvino").require()
+    import openvino as ov
+
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    t0 = time.perf_counter()
+    try:
+        ov_model = ov.convert_model(str(onnx_path))
+    except Exception as err:
+        raise ExportError(f"OpenVINO could not convert {onnx_path}: {type(err).__name__}: {err}") from err
+    with atomic_path(xml_path, suffix=".xml") as tmp:
+        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+        tmp_bin = tmp.with_suffix(".bin")
+        try:
+            backend = get_backend("openvino", BackendOptions(precision="fp32")).compile(tmp)
+            if reference is None:
+                feeds = backend.prepare_inputs(None)
+                expected = run_onnxruntime(onnx_path, feeds)
+            else:
+                expected, feeds = reference
+            checks = compare_outputs(expected, backend.run(feeds), [p.get_any_name() for p in backend.compiled.outputs], atol)
+            raise_on_mismatch(checks, f"OpenVINO IR {xml_path.name}")
+            os.replace(tmp_bin, xml_path.with_suffix(".bin"))
+        finally:
+            if tmp_bin.exists():
+                tmp_bin.unlink()
+    return ExportReport(xml_path, "openvino", "openvino.convert_model", None, checks, time.perf_counter() - t0)
