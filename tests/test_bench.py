@@ -1,0 +1,85 @@
+"""Benchmark statistics are exact on a fake clock and sane on a real one."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edgeprune.bench import BenchResult, LatencyStats, compare, measure, measure_many, random_inputs, speedup
+from edgeprune.backends import TensorSpec
+from edgeprune.errors import BenchmarkError, ConfigError
+
+
+class FakeClock:
+    """A clock the timed callable advances by known amounts: timings are then exact."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        return self.now
+
+    def advance_ms(self, ms):
+        self.now += int(ms * 1e6)
+
+
+def test_stats_exact_on_fake_clock():
+    clock = FakeClock()
+    durations = iter([100.0] * 3 + [float(i) for i in range(1, 101)])  # 3 warmup calls, then 1..100 ms
+    timing = measure(lambda: clock.advance_ms(next(durations)), warmup=3, iters=100, rounds=4, clock=clock)
+    st = timing.stats
+    ref = np.arange(1, 101, dtype=float)
+    assert st.n == 100
+    assert st.mean == pytest.approx(50.5)
+    assert st.min == 1.0 and st.max == 100.0
+    assert st.p50 == pytest.approx(np.percentile(ref, 50))
+    assert st.p90 == pytest.approx(np.percentile(ref, 90))
+    assert st.p99 == pytest.approx(np.percentile(ref, 99))
+    assert st.std == pytest.approx(ref.std(ddof=1))
+    # 4 rounds of 25 calls: round medians of 1..25, 26..50, ...
+    assert timing.round_p50_ms == (13.0, 38.0, 63.0, 88.0)
+
+
+def test_seconds_budget_on_fake_clock():
+    clock = FakeClock()
+    timing = measure(lambda: clock.advance_ms(10), warmup=0, iters=None, seconds=1.0, rounds=2, clock=clock)
+    assert timing.stats.n == 100  # 2 rounds x 0.5 s / 10 ms
+    assert timing.stats.p50 == pytest.approx(10.0)
+
+
+def test_real_sleep_timing_is_close():
+    timing = measure(lambda: time.sleep(0.005), warmup=2, iters=20, rounds=2)
+    assert 5.0 <= timing.stats.p50 < 9.0  # sleep never returns early; scheduling adds a little
+
+
+def test_interleaved_speedup_with_spread():
+    clock = FakeClock()
+    slow, fast = (lambda: clock.advance_ms(20)), (lambda: clock.advance_ms(10))
+    timings = measure_many([slow, fast], warmup=1, iters=30, rounds=3, clock=clock)
+    results = [BenchResult(n, "x", 1, t.stats, list(t.round_p50_ms), 1) for n, t in zip(["slow", "fast"], timings)]
+    (s,) = compare(results)
+    assert s.median == pytest.approx(2.0) and s.min == pytest.approx(2.0) and s.rounds == 3
+    assert results[1].throughput == pytest.approx(100.0)
+
+
+def test_speedup_needs_matching_rounds():
+    st = LatencyStats.from_samples([1.0, 2.0])
+    with pytest.raises(BenchmarkError):
+        speedup(BenchResult("a", "x", 1, st, [1.0, 1.0], 0), BenchResult("b", "x", 1, st, [1.0], 0))
+
+
+@pytest.mark.parametrize("kwargs, field", [({"warmup": -1}, "warmup"), ({"rounds": 0}, "rounds"),
+                                            ({"iters": 2, "rounds": 5}, "iters"), ({"iters": None, "seconds": -1.0}, "seconds")])
+def test_bad_counts_are_config_errors(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        measure(lambda: None, **kwargs)
+
+
+def test_random_inputs_look_like_tokenizer_output():
+    specs = [TensorSpec("input_ids", ("batch", "seq"), "int64"), TensorSpec("attention_mask", ("batch", "seq"), "int64"),
+             TensorSpec("token_type_ids", ("batch", "seq"), "int64"), TensorSpec("x", (1, 3), "float32")]
+    feeds = random_inputs(specs, batch=2, seq_len=16)
+    assert feeds["input_ids"].shape == (2, 16) and feeds["input_ids"].min() >= 1000
+    assert feeds["attention_mask"].sum() == 32 and feeds["token_type_ids"].sum() == 0
+    assert feeds["x"].shape == (1, 3) and feeds["x"].dtype == np.float32
