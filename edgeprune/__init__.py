@@ -40,6 +40,11 @@ _LAZY = {
     "compare": "edgeprune.bench",
     "measure": "edgeprune.bench",
     "BenchResult": "edgeprune.bench",
+    "prune": "edgeprune.pruning",
+    "StructuredConfig": "edgeprune.pruning",
+    "count": "edgeprune.counting",
+    "sparsify": "edgeprune.sparsity",
+    "SparsityConfig": "edgeprune.sparsity",
     "get_backend": "edgeprune.backends",
     "BackendOptions": "edgeprune.backends",
 }

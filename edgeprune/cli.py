@@ -31,12 +31,17 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _register() -> None:
-    from edgeprune import cli_profiles, cli_run
+# Each module lists its click commands in COMMANDS; command modules import their heavy code lazily.
+_COMMAND_MODULES = ("cli_profiles", "cli_run", "cli_prune", "cli_sparsify")
 
-    main.add_command(cli_profiles.profiles)
-    for cmd in cli_run.COMMANDS:
-        main.add_command(cmd)
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"edgeprune.{name}")
+        for cmd in module.COMMANDS:
+            main.add_command(cmd)
 
 
 _register()

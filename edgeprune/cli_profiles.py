@@ -7,3 +7,6 @@ import click
 @click.group()
 def profiles() -> None:
     """Device profiles: list, show, validate, probe."""
+
+
+COMMANDS = [profiles]

@@ -1,0 +1,4 @@
+"""`edgeprune prune` (structured pruning) CLI commands."""
+from __future__ import annotations
+
+COMMANDS: list = []
