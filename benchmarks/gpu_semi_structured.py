@@ -76,8 +76,8 @@ def run_shape(name, m, k, n, rounds=7, iters=50):
     return {"shape": name, "M": m, "K": k, "N": n, "dense_ms": statistics.median(d_ms), "sparse_ms": statistics.median(s_ms),
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
             "max_abs_diff": err, "dense_kernels": kernel_names(dense), "sparse_kernels": kernel_names(sparse),
-            "sparse_kernel_ran": any(("sparse" in kname.lower() or "cusparselt" in kname.lower() or "cutlass" in kname.lower() and "sm" in kname.lower())
-                                     for kname in kernel_names(sparse))}
+            # cuSPARSELt and CUTLASS sparse GEMM kernels carry "sp"arse in their names; read, not assumed
+            "sparse_kernel_ran": any("spars" in kname.lower() for kname in kernel_names(sparse))}
 
 
 def main():
