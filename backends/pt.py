@@ -50,7 +50,14 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.options.threads)
         self.device = torch.device(device)
         self.loaded = loaded
-        module = loaded.module.to(self.device).eval()
+        module = loaded.module
+        param = next(module.parameters(), None)
+        if param is not None and param.device != self.device:
+            import copy
+
+            # Never move the caller's module: another session (or the user) may still run it where it is.
+            module = copy.deepcopy(module).to(self.device)
+        module = module.eval()
         self.model = torch.compile(module) if self.options.torch_compile else module
 
     def input_specs(self) -> list[TensorSpec]:

@@ -57,9 +57,10 @@ def kernel_names(fn) -> list[str]:
     return sorted({e.key for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA})
 
 
-def run_shape(name, m, k, n, rounds=7, iters=50):
-    from torch.sparse import to_sparse_semi_structured
+def run_shape(name, m, k, n, rounds=7, iters=50, cutlass=False):
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
+    SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass  # PyTorch's switch between its two 2:4 kernel libraries
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     w = prune_2_4(torch.randn(n, k, device="cuda", dtype=torch.float16))
     w_sparse = to_sparse_semi_structured(w)
@@ -73,7 +74,7 @@ def run_shape(name, m, k, n, rounds=7, iters=50):
         d_ms.append(time_fn(dense, iters))
         s_ms.append(time_fn(sparse, iters))
     ratios = [d / s for d, s in zip(d_ms, s_ms)]
-    return {"shape": name, "M": m, "K": k, "N": n, "dense_ms": statistics.median(d_ms), "sparse_ms": statistics.median(s_ms),
+    return {"shape": name, "library": "CUTLASS" if cutlass else "cuSPARSELt", "M": m, "K": k, "N": n, "dense_ms": statistics.median(d_ms), "sparse_ms": statistics.median(s_ms),
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
             "max_abs_diff": err, "dense_kernels": kernel_names(dense), "sparse_kernels": kernel_names(sparse),
             # cuSPARSELt and CUTLASS sparse GEMM kernels carry "sp"arse in their names; read, not assumed
@@ -88,12 +89,14 @@ def main():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
-    for shape in SHAPES:
-        try:
-            rows.append(run_shape(*shape))
-        except Exception as err:  # record unsupported shapes instead of stopping the sweep
-            rows.append({"shape": shape[0], "error": f"{type(err).__name__}: {err}"})
-        print(rows[-1], flush=True)
+    for cutlass in (False, True):
+        for shape in SHAPES:
+            try:
+                rows.append(run_shape(*shape, cutlass=cutlass))
+            except Exception as err:  # record unsupported shapes instead of stopping the sweep
+                rows.append({"shape": shape[0], "library": "CUTLASS" if cutlass else "cuSPARSELt",
+                             "error": f"{type(err).__name__}: {err}"})
+            print({k: v for k, v in rows[-1].items() if "kernels" not in k}, flush=True)
     backend = getattr(torch.sparse.SparseSemiStructuredTensor, "_FORCE_CUTLASS", None)
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -104,14 +107,16 @@ def main():
     lines = [f"# 2:4 semi-structured vs dense GEMM, PyTorch on {meta['gpu']}", "",
              f"torch {meta['torch']}, CUDA {meta['cuda']}, fp16, {meta['date']}. Speedup = median of 7 interleaved rounds "
              "of dense/sparse time (min-max). Kernel names from torch.profiler.", "",
-             "| GEMM | M x K x N | dense ms | 2:4 ms | speedup (min-max) | max abs diff | 2:4 kernels |", "|---|---|---|---|---|---|---|"]
+             "| GEMM | 2:4 library | M x K x N | dense ms | 2:4 ms | speedup (min-max) | max abs diff | sparse kernel ran | 2:4 kernels |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['shape']} | | | | not run: {r['error']} | | |")
+            lines.append(f"| {r['shape']} | {r['library']} | | | | not run: {r['error'][:120]} | | | |")
             continue
-        lines.append(f"| {r['shape']} | {r['M']}x{r['K']}x{r['N']} | {r['dense_ms']:.4f} | {r['sparse_ms']:.4f} | "
+        lines.append(f"| {r['shape']} | {r['library']} | {r['M']}x{r['K']}x{r['N']} | {r['dense_ms']:.4f} | {r['sparse_ms']:.4f} | "
                      f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) | {r['max_abs_diff']:.3g} | "
-                     f"{'<br>'.join(k[:80] for k in r['sparse_kernels'])} |")
+                     f"{'yes' if r['sparse_kernel_ran'] else 'no'} | "
+                     f"{'<br>'.join(k[:90] for k in r['sparse_kernels'] if 'Memset' not in k)} |")
     (out / "gpu_semi_structured.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
