@@ -33,7 +33,9 @@ def main():
     cpu = get_backend("torch", BackendOptions(device="cpu")).compile(loaded)
     gpu = get_backend("torch", BackendOptions(device="cuda")).compile(loaded)
     diff = float(np.abs(cpu.run(feeds)[0] - gpu.run(feeds)[0]).max())
-    results = ep.bench.benchmark_sessions([("cpu", cpu, feeds), ("cuda", gpu, feeds)], batch=8, warmup=5, iters=50, rounds=5)
+    from edgeprune.bench import benchmark_sessions
+
+    results = benchmark_sessions([("cpu", cpu, feeds), ("cuda", gpu, feeds)], batch=8, warmup=5, iters=50, rounds=5)
     (s,) = ep.compare(results)
     doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "max_abs_diff_cpu_vs_cuda": diff,
            "cpu_p50_ms": results[0].stats.p50, "cuda_p50_ms": results[1].stats.p50, "cuda_speedup": s.__dict__}
