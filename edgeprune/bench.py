@@ -195,6 +195,11 @@ def random_inputs(specs, batch: int = 1, seed: int = 0, seq_len: int = 128) -> d
     rng = np.random.default_rng(seed)
     out = {}
     for spec in specs:
+        lead = spec.shape[0] if spec.shape else None
+        if isinstance(lead, int) and lead > 0 and lead != batch:
+            # A static batch dim would silently override --batch and make throughput wrong.
+            raise ConfigError(f"input '{spec.name}' has a static batch of {lead}, asked for batch {batch}",
+                              hint=f"pass --batch {lead}, or export with --dynamic-batch")
         shape = spec.concrete_shape(batch=batch, default_dim=seq_len)
         dtype = np.dtype(spec.dtype)
         name = spec.name.lower()

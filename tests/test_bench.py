@@ -78,8 +78,13 @@ def test_bad_counts_are_config_errors(kwargs, field):
 
 def test_random_inputs_look_like_tokenizer_output():
     specs = [TensorSpec("input_ids", ("batch", "seq"), "int64"), TensorSpec("attention_mask", ("batch", "seq"), "int64"),
-             TensorSpec("token_type_ids", ("batch", "seq"), "int64"), TensorSpec("x", (1, 3), "float32")]
+             TensorSpec("token_type_ids", ("batch", "seq"), "int64"), TensorSpec("x", (2, 3), "float32")]
     feeds = random_inputs(specs, batch=2, seq_len=16)
     assert feeds["input_ids"].shape == (2, 16) and feeds["input_ids"].min() >= 1000
     assert feeds["attention_mask"].sum() == 32 and feeds["token_type_ids"].sum() == 0
-    assert feeds["x"].shape == (1, 3) and feeds["x"].dtype == np.float32
+    assert feeds["x"].shape == (2, 3) and feeds["x"].dtype == np.float32
+
+
+def test_static_batch_mismatch_is_refused():
+    with pytest.raises(ConfigError, match="static batch of 1"):
+        random_inputs([TensorSpec("x", (1, 3), "float32")], batch=8)
