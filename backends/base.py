@@ -126,8 +126,9 @@ class Backend(abc.ABC):
         """A zero-argument callable for the timing loop, with all per-call setup hoisted out."""
         return lambda: self.run(inputs)
 
-    def prepare_inputs(self, inputs: Mapping[str, np.ndarray] | None, batch: int = 1) -> dict[str, np.ndarray]:
-        """Check given inputs against the artifact, or make realistic random ones at `batch`."""
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray] | None, batch: int | None = None) -> dict[str, np.ndarray]:
+        """Check given inputs against the artifact, or make realistic random ones (static dims kept,
+        dynamic batch = `batch` or 1; a `batch` that contradicts a static batch dim is an error)."""
         from edgeprune.bench import random_inputs
 
         if inputs is None:

@@ -189,18 +189,18 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def random_inputs(specs, batch: int = 1, seed: int = 0, seq_len: int = 128) -> dict[str, np.ndarray]:
+def random_inputs(specs, batch: int | None = None, seed: int = 0, seq_len: int = 128) -> dict[str, np.ndarray]:
     """Inputs for timing when none are given. Integer inputs get values a tokenizer would give
     (ids in a small vocab range, all-ones masks, zero token types) so kernels do real work."""
     rng = np.random.default_rng(seed)
     out = {}
     for spec in specs:
         lead = spec.shape[0] if spec.shape else None
-        if isinstance(lead, int) and lead > 0 and lead != batch:
+        if batch is not None and isinstance(lead, int) and lead > 0 and lead != batch:
             # A static batch dim would silently override --batch and make throughput wrong.
             raise ConfigError(f"input '{spec.name}' has a static batch of {lead}, asked for batch {batch}",
                               hint=f"pass --batch {lead}, or export with --dynamic-batch")
-        shape = spec.concrete_shape(batch=batch, default_dim=seq_len)
+        shape = spec.concrete_shape(batch=batch or 1, default_dim=seq_len)
         dtype = np.dtype(spec.dtype)
         name = spec.name.lower()
         if dtype.kind in "iu":
@@ -239,7 +239,7 @@ def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
 def benchmark_sessions(
     sessions: Sequence[tuple[str, Any, Mapping[str, np.ndarray]]],
     *,
-    batch: int = 1,
+    batch: int | None = None,
     warmup: int = 20,
     iters: int | None = 200,
     seconds: float | None = None,
@@ -249,16 +249,22 @@ def benchmark_sessions(
     """Benchmark compiled backends side by side: (label, backend, inputs) each, interleaved rounds."""
     runners = [backend.runner(inputs) for _, backend, inputs in sessions]
     timings = measure_many(runners, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds, progress=progress)
-    return [_result(label, backend, t, batch) for (label, backend, _), t in zip(sessions, timings)]
+    return [_result(label, backend, t, batch or _lead_dim(feeds)) for (label, backend, feeds), t in zip(sessions, timings)]
+
+
+def _lead_dim(feeds: Mapping[str, np.ndarray]) -> int:
+    """Batch of a feed dict: the leading dim of its first input (1 for scalars)."""
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def benchmark(model_or_path, backend: str = "onnxruntime", inputs=None, *, warmup: int = 20, iters: int | None = 200,
-              seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int = 1,
+              seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int | None = None,
               options=None, input_shapes=None, name: str | None = None, profile=None) -> BenchResult:
     """Benchmark a model (module, model spec, .onnx/.xml/.pt2 path) on one runtime; see `edgeprune.session`."""
     from edgeprune.session import open_session
 
-    label, sess = open_session(model_or_path, backend, threads=threads, batch=batch, options=options,
+    label, sess = open_session(model_or_path, backend, threads=threads, batch=batch or 1, options=options,
                                input_shapes=input_shapes, profile=profile)
     feeds = sess.prepare_inputs(inputs, batch=batch)
     return benchmark_sessions([(name or label, sess, feeds)], batch=batch, warmup=warmup, iters=iters,

@@ -107,7 +107,7 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
 @click.option("-b", "--backend", "backends", multiple=True,
               help="onnxruntime | openvino | torch | tensorrt (repeat; default onnxruntime, or onnxruntime+openvino with no MODEL).")
 @input_shape_option
-@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--batch", type=int, help="Batch size (default: the model's static batch, else 1).")
 @click.option("--threads", type=int, help="Intra-op threads (default: the runtime's).")
 @click.option("--warmup", default=20, show_default=True, type=int)
 @click.option("--iters", default=200, show_default=True, type=int, help="Timed iterations per candidate (over all rounds).")
@@ -121,13 +121,13 @@ def bench_cmd(models, backends, input_shapes, batch, threads, warmup, iters, sec
     from edgeprune.bench import benchmark_sessions, compare
     from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line
 
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}", hint="e.g. --batch 8")
     if not models:
         models, backends = ("minilm",), backends or ("onnxruntime", "openvino")
     backends = backends or ("onnxruntime",)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
-        sessions = _sessions(models, backends, input_shapes, threads, batch, Path(tmp))
+        sessions = _sessions(models, backends, input_shapes, threads, batch or 1, Path(tmp))
         triples = [(label, b, b.prepare_inputs(None, batch=batch)) for label, b in sessions]
         with Progress(TextColumn("timing"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=err_console, transient=True) as progress:

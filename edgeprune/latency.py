@@ -1,0 +1,225 @@
+"""Latency model per (device profile, runtime): measured tables, roofline estimates, imported tables.
+
+A prunable layer is described by its GEMM geometry (M tokens/pixels x K in x N out, or a conv).
+- measured: the layer alone as a tiny ONNX graph (built with onnx.helper: no exporter round-trip, so a
+  sweep over widths takes seconds), timed on the host runtime, cached on disk keyed by
+  (profile, runtime, runtime version, threads, shape). Only valid when the host is the target.
+- roofline: t = max(MACs / (peak * eta_c), bytes / (BW * eta_m)) + t_launch, with widths rounded up
+  to the profile's channel multiple (a width between two multiples costs the upper one: staircase).
+- imported: a JSON table measured on the target by the bundle runner.
+Whole-model prediction = measured dense total - sum(dense layer times) + sum(layer times at new widths):
+the layers we do not prune keep their measured cost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """GEMM view of a layer: out[M, N] = in[M, K] @ W[K, N]. Convs: M = batch*H_out*W_out, K = C_in*kh*kw/groups."""
+
+    m: int
+    k: int
+    n: int
+    kind: str = "linear"  # linear | conv
+    kernel: int = 1
+    groups: int = 1
+    spatial: int = 1  # conv output H = W (square), for measuring the real conv
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.k * self.n
+
+    def with_widths(self, k: int | None = None, n: int | None = None) -> "LayerShape":
+        return dataclasses.replace(self, k=k or self.k, n=n or self.n)
+
+    def key(self) -> str:
+        return f"{self.kind}:{self.m}x{self.k}x{self.n}:k{self.kernel}:g{self.groups}:s{self.spatial}"
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple) if multiple > 1 else x
+
+
+@dataclasses.dataclass(frozen=True)
+class Roofline:
+    """Analytic latency from peak compute and bandwidth; eta are efficiencies fitted from measurements."""
+
+    peak_ops: float  # multiply-adds count as 2 ops
+    bandwidth: float  # bytes/s
+    channel_multiple: int = 1
+    bytes_per_element: int = 4
+    eta_compute: float = 0.35
+    eta_memory: float = 0.6
+    launch_s: float = 5e-6
+
+    def layer_s(self, shape: LayerShape) -> float:
+        k, n = _round_up(shape.k, self.channel_multiple), _round_up(shape.n, self.channel_multiple)
+        ops = 2.0 * shape.m * k * n
+        bytes_moved = self.bytes_per_element * (shape.m * k + k * n + shape.m * n)
+        return max(ops / (self.peak_ops * self.eta_compute), bytes_moved / (self.bandwidth * self.eta_memory)) + self.launch_s
+
+    def fitted(self, shapes: list[LayerShape], measured_s: list[float]) -> "Roofline":
+        """Scale both efficiencies by the median measured/predicted ratio (one free parameter, robust)."""
+        ratios = [m / self.layer_s(s) for s, m in zip(shapes, measured_s) if m > 0]
+        if not ratios:
+            return self
+        r = float(np.median(ratios))
+        return dataclasses.replace(self, eta_compute=self.eta_compute / r, eta_memory=self.eta_memory / r)
+
+
+def roofline_for(profile: Any, precision: str = "fp32", runtime: str | None = None) -> Roofline:
+    """Build a Roofline from a DeviceProfile's peak compute and memory bandwidth."""
+    peak = profile.peak_ops(precision) if hasattr(profile, "peak_ops") else None
+    bw = profile.bandwidth_bytes_per_s() if hasattr(profile, "bandwidth_bytes_per_s") else None
+    if not peak or not bw:
+        raise ConfigError(f"profile '{getattr(profile, 'name', profile)}' has no peak {precision} compute or bandwidth",
+                          hint="add peak and memory bandwidth figures to the profile, or measure on the target")
+    multiple = profile.channel_multiple(runtime, precision) if hasattr(profile, "channel_multiple") else 1
+    bpe = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}.get(precision, 4)
+    return Roofline(float(peak), float(bw), int(multiple or 1), bpe)
+
+
+# -- measured tables ------------------------------------------------------------------------------
+
+def _linear_graph(shape: LayerShape, seed: int = 0):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((shape.k, shape.n)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(shape.n).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [shape.m, shape.k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape.m, shape.n])], [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _conv_graph(shape: LayerShape, seed: int = 0):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    c_in = shape.k // (shape.kernel * shape.kernel) * shape.groups
+    w = rng.standard_normal((shape.n, c_in // shape.groups, shape.kernel, shape.kernel)).astype(np.float32)
+    pad = shape.kernel // 2
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[pad] * 4, group=shape.groups)
+    s = shape.spatial
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, s, s])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.n, s, s])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEPRUNE_CACHE", Path.home() / ".cache" / "edgeprune")) / "latency"
+
+
+@dataclasses.dataclass
+class LatencyTable:
+    """Layer latencies (seconds) keyed by LayerShape.key(), for one (profile, runtime, version, threads)."""
+
+    profile: str
+    runtime: str
+    version: str | None
+    threads: int | None
+    source: str  # measured | imported | roofline
+    entries: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def get(self, shape: LayerShape) -> float | None:
+        return self.entries.get(shape.key())
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "latency table") -> "LatencyTable":
+        try:
+            doc = json.loads(text)
+            table = cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{where} is not a latency table: {type(err).__name__}: {err}",
+                              hint="use a table written by edgeprune (LatencyTable.to_json or the bundle runner)") from err
+        if not all(isinstance(v, (int, float)) and v >= 0 for v in table.entries.values()):
+            raise ConfigError(f"{where}: every entry must be a non-negative number of seconds")
+        return table
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatencyTable":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"latency table not found: {p}", hint="check the path")
+        return cls.from_json(p.read_text(), where=str(p))
+
+    def cache_path(self) -> Path:
+        key = hashlib.sha1(f"{self.profile}|{self.runtime}|{self.version}|{self.threads}".encode()).hexdigest()[:16]
+        return cache_dir() / f"{self.runtime}-{key}.json"
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        from edgeprune._io import write_text_atomic
+
+        return write_text_atomic(path or self.cache_path(), self.to_json())
+
+
+def open_table(profile: str, runtime: str, threads: int | None = None) -> LatencyTable:
+    """The on-disk cached table for (profile, runtime, installed version, threads), empty if none yet."""
+    from edgeprune.backends import get_backend_class
+
+    version = get_backend_class(runtime).version()
+    table = LatencyTable(profile, runtime, version, threads, "measured")
+    path = table.cache_path()
+    if path.is_file():
+        try:
+            cached = LatencyTable.load(path)
+            table.entries.update(cached.entries)
+        except ConfigError:
+            pass  # a corrupt cache is rebuilt, never trusted
+    return table
+
+
+def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *, profile: str = "host",
+                   threads: int | None = None, iters: int = 30, rounds: int = 3, table: LatencyTable | None = None,
+                   save: bool = True) -> LatencyTable:
+    """Time each shape alone on `runtime` (p50 seconds); shapes already in the cache are not re-timed."""
+    import tempfile
+
+    import onnx
+
+    from edgeprune.backends import BackendOptions, get_backend
+    from edgeprune.bench import measure
+
+    table = table or open_table(profile, runtime, threads)
+    todo = [s for s in dict.fromkeys(shapes) if table.get(s) is None]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, shape in enumerate(todo):
+            path = Path(tmp) / f"l{i}.onnx"
+            onnx.save(_conv_graph(shape) if shape.kind == "conv" else _linear_graph(shape), path)
+            sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
+            fn = sess.runner(sess.prepare_inputs(None))
+            timing = measure(fn, warmup=5, iters=iters, rounds=rounds)
+            table.entries[shape.key()] = float(np.median(timing.round_p50_ms)) / 1000.0
+    if save and todo:
+        table.save()
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLatency:
+    """Whole-model prediction: measured dense total with the prunable layers' share replaced."""
+
+    dense_total_s: float
+    dense_layers_s: Mapping[str, float]  # layer name -> dense seconds
+
+    def predict(self, layer_s: Mapping[str, float]) -> float:
+        fixed = self.dense_total_s - sum(self.dense_layers_s.values())
+        return max(0.0, fixed) + sum(layer_s.get(n, t) for n, t in self.dense_layers_s.items())
