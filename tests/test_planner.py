@@ -1,0 +1,88 @@
+"""The planner meets its budget under its own latency model, respects the staircase, and is deterministic."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edgeprune.errors import ConfigError
+from edgeprune.planner import GroupOption, Plan, build_plan, choose_pattern, plan_widths
+
+
+def staircase(per_step_s: float, step: int):
+    # cost only changes at multiples of `step`: widths in between cost the upper multiple
+    return lambda k: per_step_s * math.ceil(k / step)
+
+
+def groups(step=8):
+    return [
+        GroupOption("conv1", 64, tuple(float(i) for i in range(64)), staircase(1e-4, step), step=step),
+        GroupOption("conv2", 128, tuple(1.0 for _ in range(128)), staircase(2e-4, step), step=step, min_keep=16),
+        GroupOption("ffn", 96, tuple(float(96 - i) ** 2 for i in range(96)), staircase(5e-5, step), step=step),
+    ]
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.7, 0.5, 0.3])
+def test_budget_met_under_own_model_and_on_staircase(fraction):
+    gs = groups()
+    dense = sum(g.latency_s(g.width) for g in gs) + 1e-3
+    keep = plan_widths(gs, fraction * dense, fixed_s=1e-3)
+    total = 1e-3 + sum(g.latency_s(keep[g.name]) for g in gs)
+    assert total <= fraction * dense + 1e-12
+    for g in gs:
+        assert keep[g.name] % g.step == 0 or keep[g.name] == g.width
+        assert keep[g.name] >= g.min_keep
+
+
+def test_cheap_value_goes_first():
+    # conv2's units are all equally (un)important per second; ffn holds steep importance: ffn keeps more
+    gs = groups()
+    keep = plan_widths(gs, 0.6 * sum(g.latency_s(g.width) for g in gs))
+    assert keep["ffn"] / 96 > keep["conv2"] / 128
+
+
+def test_deterministic():
+    gs = groups()
+    budget = 0.5 * sum(g.latency_s(g.width) for g in gs)
+    assert plan_widths(gs, budget) == plan_widths(groups(), budget)
+
+
+def test_unreachable_budget_names_best_reachable():
+    gs = groups()
+    with pytest.raises(ConfigError, match=r"below what even the smallest allowed model reaches \(\d"):
+        plan_widths(gs, 1e-9, fixed_s=1e-3)
+
+
+def test_plan_json_round_trip_and_validation(tmp_path):
+    gs = groups()
+    plan = build_plan(gs, 0.5 * sum(g.latency_s(g.width) for g in gs), 0.0, model="m", profile="host", runtime="onnxruntime")
+    again = Plan.from_json(plan.to_json())
+    assert again.keep() == plan.keep() and again.predicted_s <= again.budget_s
+    assert all(0 <= r < 1 for r in again.per_layer_ratios().values())
+    bad = plan.to_json().replace('"keep": ', '"keep": 100000 + ', 1)
+    with pytest.raises(ConfigError):
+        Plan.from_json(bad)
+    doc = plan.to_json().replace('"version": 1', '"version": 7')
+    with pytest.raises(ConfigError, match="field 'version'"):
+        Plan.from_json(doc)
+    import json
+
+    d = json.loads(plan.to_json())
+    d["groups"][0]["keep"] = 0
+    with pytest.raises(ConfigError, match="groups.0.keep"):
+        Plan.from_json(json.dumps(d))
+
+
+class FakeProfile:
+    def __init__(self, verdict):
+        self.verdict = verdict
+
+    def accelerates(self, runtime, pattern):
+        return self.verdict, "because"
+
+
+def test_never_a_pattern_the_runtime_does_not_accelerate():
+    assert choose_pattern(FakeProfile("no"), "onnxruntime", "int8")[0] == "dense"
+    assert choose_pattern(FakeProfile("memory-only"), "openvino", "int8")[0] == "dense"
+    assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp32")[0] == "dense"
+    assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp16")[0] == "2:4"
