@@ -1,0 +1,209 @@
+"""`edgeprune.optimize`: plan -> prune with compensation -> export and validate -> measure -> back off.
+
+The latency model is measured on the host runtime when the host is the target (per-layer tables,
+cached), else the profile's roofline. Predictions are ratios: predicted = dense measured latency x
+cost(plan) / cost(dense), where cost sums the per-layer table over every layer the plan touches plus
+the measured remainder; every prediction is compared with a measurement when one is possible.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from edgeprune.errors import ConfigError
+from edgeprune.latency import LayerShape, ModelLatency, measure_layers, roofline_for
+from edgeprune.optimize.shapes import group_latency_fn, group_layers, record_shapes, shapes_at
+from edgeprune.planner import GroupOption, Plan, build_plan, choose_pattern, plan_widths
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One configuration tried: its plan, measured latency and accuracy/fidelity."""
+
+    keep: dict[str, int]
+    predicted_ms: float
+    measured_ms: float | None
+    speedup: dict[str, float] | None
+    score: float
+    drop: float
+    accepted: bool
+    note: str = ""
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    model: torch.nn.Module
+    plan: Plan
+    dense_ms: float | None
+    optimized_ms: float | None
+    speedup: dict[str, float] | None  # median, min, max over interleaved rounds
+    predicted_ms: float
+    score_dense: float
+    score: float
+    attempts: list[Attempt]
+    counts: dict[str, Any]
+    seconds: float
+    runtime: str
+    profile: str
+    onnx_path: Path | None = None
+    bench: list[Any] = dataclasses.field(default_factory=list)  # BenchResult dense, optimized
+
+    @property
+    def prediction_error(self) -> float | None:
+        if not self.optimized_ms:
+            return None
+        return self.predicted_ms / self.optimized_ms - 1.0
+
+
+def _budget_fraction(speedup: float | None, latency_ms: float | None, macs_ratio: float | None, dense_ms: float | None) -> float:
+    given = [x is not None for x in (speedup, latency_ms, macs_ratio)]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
+    if speedup is not None:
+        if speedup <= 1.0:
+            raise ConfigError(f"speedup must be > 1, got {speedup}", hint="e.g. --speedup 1.5")
+        return 1.0 / speedup
+    if latency_ms is not None:
+        if latency_ms <= 0:
+            raise ConfigError(f"latency_ms must be > 0, got {latency_ms}", hint="e.g. --latency-ms 10")
+        if dense_ms is None:
+            raise ConfigError("latency_ms needs a measured dense latency (target is not this machine)", hint="use --speedup")
+        if latency_ms >= dense_ms:
+            raise ConfigError(f"the dense model already runs in {dense_ms:.3f} ms <= {latency_ms} ms", hint="ask for a lower latency")
+        return latency_ms / dense_ms
+    if not 0 < macs_ratio < 1:
+        raise ConfigError(f"macs_ratio must be in (0, 1), got {macs_ratio}", hint="e.g. --macs-ratio 0.6")
+    return macs_ratio
+
+
+def _fidelity(dense_out: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> float:
+    """100 x mean cosine between dense and optimized outputs, per sample (points, like accuracy)."""
+    cos = []
+    for a, b in zip(dense_out, out):
+        a, b = a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64)
+        num = (a * b).sum(1)
+        den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
+        cos.append(num / den)
+    return float(100.0 * np.mean(np.concatenate(cos)))
+
+
+def _outputs(model: torch.nn.Module, batches: Sequence[tuple]) -> list[np.ndarray]:
+    from edgeprune.backends.pt import _flatten
+
+    with torch.no_grad():
+        return [_flatten(model(*b))[0].float().numpy() for b in batches]
+
+
+def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads: int | None, max_candidates: int,
+                 step_for: Callable[[Any], int]):
+    """Per-layer seconds for every width the planner may pick: measured table or roofline."""
+    shapes: set[LayerShape] = set()
+    for g in groups:
+        step = step_for(g)
+        for k in _candidate_widths(g.n_units, step, max_candidates):
+            shapes.update(shapes_at(records[g.name], g.n_units - k))
+    if measured:
+        table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=getattr(profile, "name", "host"),
+                               threads=threads, iters=20, rounds=3)
+        return lambda s: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
+    roof = roofline_for(profile, "fp32", runtime)
+    return roof.layer_s
+
+
+def _candidate_widths(n: int, step: int, max_candidates: int) -> list[int]:
+    """Staircase widths (multiples of step), thinned to at most max_candidates, always incl. full width."""
+    coarse = step * max(1, -(-n // (step * max_candidates)))
+    return sorted({n, *range(coarse, n, coarse)}, reverse=True)
+
+
+def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
+    """Seconds of every touched layer with all groups' widths applied at once (shared layers once)."""
+    dense: dict[str, LayerShape] = {}
+    dn: dict[str, float] = {}
+    dk: dict[str, float] = {}
+    for g in groups:
+        removed = g.n_units - keep.get(g.name, g.n_units)
+        for r in records[g.name]:
+            dense[r.name] = r.shape
+            dn[r.name] = dn.get(r.name, 0.0) + r.n_per_unit * removed
+            dk[r.name] = dk.get(r.name, 0.0) + r.k_per_unit * removed
+    total = 0.0
+    for name, s in dense.items():
+        n = max(1, int(round(s.n - dn[name])))
+        k = max(1, int(round(s.k - dk[name])))
+        total += layer_s(dataclasses.replace(s, n=n, k=k, groups=n if s.groups == s.n and s.groups > 1 else s.groups))
+    return total
+
+
+def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for, layer_s, records, groups, max_candidates):
+    """GroupOptions with importance scores (on the dense model) and latency curves."""
+    from edgeprune.pruning import importance as imp
+    from edgeprune.pruning.stats import capture
+
+    stats = None
+    if importance in imp.NEEDS_STATS:
+        consumers = {c.name: c.module for g in groups for c in g.consumers}
+        stats = capture(model, consumers, calib_batches, 32768, 0)
+    options = []
+    for g in groups:
+        scores = imp.score(g, importance, stats, 1e-2).double().clamp_min(0).tolist()
+        step = step_for(g)
+        lat = group_latency_fn(records[g.name], g.n_units, layer_s)
+        options.append(_Option(g.name, g.n_units, tuple(scores), lat, step=step, min_keep=step, unit=g.kind,
+                               candidates=tuple(_candidate_widths(g.n_units, step, max_candidates))))
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option(GroupOption):
+    candidates: tuple[int, ...] = ()
+
+    def widths(self) -> list[int]:
+        return [w for w in self.candidates if w >= self.min_keep] or [self.width]
+
+
+def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, compensate: bool = True) -> torch.nn.Module:
+    """Prune `model` to the plan's kept widths (deterministic: same plan, model and calib -> same weights)."""
+    from edgeprune.pruning import StructuredConfig, prune
+
+    ratios = plan.per_layer_ratios()
+    if not ratios:
+        return model
+    config = StructuredConfig(ratio=0.0, per_layer=ratios, unit="auto", importance=plan.importance,
+                              compensate=compensate, seed=plan.seed)
+    return prune(model, example_inputs, config, calib=calib)
+
+
+def _recover(student, teacher, batches, steps: int, lr: float = 1e-4) -> None:
+    """Short distillation: MSE between the pruned and the dense model's outputs on calibration batches."""
+    from edgeprune.backends.pt import _flatten
+
+    opt = torch.optim.Adam([p for p in student.parameters() if p.is_floating_point()], lr=lr)
+    student.train()
+    for i in range(steps):
+        batch = batches[i % len(batches)]
+        with torch.no_grad():
+            target = _flatten(teacher(*batch))[0]
+        loss = torch.nn.functional.mse_loss(_flatten(student(*batch))[0], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    student.eval()
+
+
+def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, threads, rounds: int, iters: int):
+    from edgeprune.backends import BackendOptions, get_backend
+    from edgeprune.bench import benchmark_sessions, speedup
+
+    sessions = []
+    for label, path in (("dense", dense_onnx), ("optimized", pruned_onnx)):
+        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
+        sessions.append((label, sess, sess.prepare_inputs(feeds)))
+    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
+    s = speedup(results[0], results[1])
+    return results, {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds}

@@ -1,0 +1,172 @@
+"""The optimize loop itself (see core.py for the pieces)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from edgeprune.errors import ConfigError
+from edgeprune.optimize.core import (Attempt, OptimizeResult, _budget_fraction, _fidelity, _joint_cost, _layer_costs,
+                                     _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
+from edgeprune.optimize.shapes import group_layers, record_shapes
+from edgeprune.planner import Plan, build_plan, choose_pattern
+
+MEASURABLE = ("onnxruntime", "openvino")
+
+
+def _resolve_profile(profile: Any):
+    if isinstance(profile, (str, Path)):
+        from edgeprune.profiles import load_profile
+
+        name = str(profile)
+        return load_profile(name), name == "host"
+    return profile, getattr(profile, "name", "") == "host"
+
+
+def _pick_runtime(profile, runtime: str | None, on_host: bool) -> str:
+    if runtime:
+        return runtime
+    from edgeprune.backends import availability
+
+    installed = [n for n, why in availability().items() if why is None]
+    chosen = profile.preferred_runtime(installed) if hasattr(profile, "preferred_runtime") else None
+    if on_host and chosen not in MEASURABLE:
+        chosen = "onnxruntime"
+    return chosen or "onnxruntime"
+
+
+def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
+             speedup: float | None = None, latency_ms: float | None = None, macs_ratio: float | None = None,
+             calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
+             max_drop: float = 1.0, recover_steps: int = 0, importance: str = "numerical", threads: int | None = None,
+             input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 5, iters: int = 100,
+             max_candidates: int = 24, model_name: str = "model", workdir: str | Path | None = None,
+             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+    """Find per-group widths that meet the budget on `profile`'s runtime with the least importance lost.
+
+    evaluate(model) -> score in points (higher is better; e.g. accuracy %). Without it, the score is
+    100 x cosine fidelity of the outputs to the dense model on `eval_inputs` (else `calib`).
+    """
+    from edgeprune.counting import count
+    from edgeprune.export import export
+    from edgeprune.pruning.apply import calibration_batches, find_groups
+    from edgeprune.pruning.config import StructuredConfig
+
+    t_start = time.perf_counter()
+    say = progress or (lambda msg: None)
+    example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if max_drop < 0:
+        raise ConfigError(f"max_drop must be >= 0, got {max_drop}", hint="e.g. --max-drop 1.0 (points)")
+    profile, on_host = _resolve_profile(profile)
+    runtime = _pick_runtime(profile, runtime, on_host)
+    measured = on_host and runtime in MEASURABLE
+    model = model.eval()
+    names = input_names or [f"input_{i}" for i in range(len(example_inputs))]
+    tmp = tempfile.TemporaryDirectory(prefix="edgeprune-opt-")
+    work = Path(workdir or tmp.name)
+    batches = calibration_batches(calib, example_inputs, 128)
+    eval_batches = calibration_batches(eval_inputs, example_inputs, 128) if eval_inputs is not None else batches
+    dense_out = _outputs(model, eval_batches)
+    score_dense = evaluate(model) if evaluate else 100.0
+
+    say("exporting the dense model")
+    dense_onnx = work / "dense.onnx"
+    export(model, example_inputs, dense_onnx, input_names=names)
+    feeds = {n: t.numpy() for n, t in zip(names, example_inputs)}
+
+    say("finding prunable groups and their layer shapes")
+    groups = find_groups(model, example_inputs, StructuredConfig(unit="auto"))
+    modules = {c.name: c.module for g in groups for c in g.consumers}
+    modules.update({p.name: p.module for g in groups for p in g.producers})
+    shapes = record_shapes(model, modules, example_inputs)
+    records = {g.name: group_layers(g, shapes) for g in groups}
+    precision = "fp32"
+    multiple = max(1, int(profile.channel_multiple(runtime, precision))) if hasattr(profile, "channel_multiple") else 1
+
+    def step_for(g) -> int:  # kept widths in units: features must land on the channel multiple
+        import math
+
+        return max(1, multiple // math.gcd(multiple, g.unit_width))
+
+    say(f"{'measuring' if measured else 'estimating'} per-layer latency on {runtime}")
+    layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, max_candidates, step_for)
+    dense_cost = _joint_cost(groups, records, {}, layer_s)
+    dense_ms = None
+    if measured:
+        from edgeprune.bench import benchmark_sessions
+        from edgeprune.backends import BackendOptions, get_backend
+
+        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(dense_onnx)
+        dense_ms = benchmark_sessions([("dense", sess, sess.prepare_inputs(feeds))], warmup=10, iters=iters // 2,
+                                      rounds=rounds)[0].stats.p50
+    fraction = _budget_fraction(speedup, latency_ms, macs_ratio, dense_ms)
+    # Everything the plan does not touch keeps its cost: measured dense minus the touched layers' share.
+    fixed = max(0.0, (dense_ms / 1e3) - dense_cost) if dense_ms else 0.0
+    total_dense = fixed + dense_cost
+
+    say("scoring units")
+    options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates)
+    pattern, why = choose_pattern(profile, runtime, precision)
+    options = [dataclasses.replace(o, pattern=pattern, pattern_reason=why) for o in options]
+    budget = fraction * total_dense
+    plan = build_plan(options, budget, fixed, model=model_name, profile=getattr(profile, "name", str(profile)),
+                      runtime=runtime, importance=importance)
+    # HALP iteration: shared layers make per-group costs approximate; tighten until the joint cost fits.
+    for _ in range(3):
+        joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
+        if joint <= budget * 1.0001:
+            break
+        plan = build_plan(options, plan.budget_s - (joint - budget), fixed, model=model_name, profile=plan.profile,
+                          runtime=runtime, importance=importance)
+    joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
+    scale = (dense_ms / 1e3) / total_dense if dense_ms else 1.0
+    plan.predicted_s, plan.dense_predicted_s, plan.budget_s = joint * scale, total_dense * scale, budget * scale
+
+    attempts, keep, frozen = [], plan.keep(), set()
+    base_counts = count(model, example_inputs)
+    for round_i in range(max_rounds):
+        say(f"pruning (round {round_i + 1}) with compensation")
+        current = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]]) for g in plan.groups])
+        pruned = apply_plan(current, model, example_inputs, calib=batches)
+        if recover_steps:
+            say(f"recovering: {recover_steps} distillation steps")
+            _recover(pruned, model, batches, recover_steps)
+        score = evaluate(pruned) if evaluate else _fidelity(dense_out, _outputs(pruned, eval_batches))
+        pruned_onnx = work / f"optimized_{round_i}.onnx"
+        say("exporting and validating the optimized model")
+        export(pruned, example_inputs, pruned_onnx, input_names=names)
+        predicted = (fixed + _joint_cost(groups, records, keep, layer_s)) * scale * 1e3
+        measured_ms, spd, bench = None, None, []
+        if measured:
+            say(f"measuring dense vs optimized on {runtime}")
+            bench, spd = _measure_pair(dense_onnx, pruned_onnx, runtime, feeds, threads, rounds, iters)
+            measured_ms = bench[1].stats.p50
+        drop = score_dense - score
+        ok = drop <= max_drop
+        attempts.append(Attempt(dict(keep), predicted, measured_ms, spd, score, drop, ok,
+                                "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off"))
+        if ok or round_i == max_rounds - 1:
+            break
+        # Back off: restore the group that lost the most importance (its units mattered most).
+        lost = sorted((o for o in options if keep[o.name] < o.width and o.name not in frozen),
+                      key=lambda o: o.value(keep[o.name]))
+        if not lost:
+            break
+        for o in lost[: max(1, len(lost) // 4)]:
+            keep[o.name] = o.width
+            frozen.add(o.name)
+    final_plan = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]], predicted_ms=g["predicted_ms_dense"]
+                                                        if keep[g["name"]] == g["width"] else g["predicted_ms"])
+                                                   for g in plan.groups], predicted_s=attempts[-1].predicted_ms / 1e3)
+    counts = {"dense": dataclasses.asdict(base_counts), "optimized": dataclasses.asdict(count(pruned, example_inputs))}
+    result = OptimizeResult(pruned, final_plan, dense_ms, attempts[-1].measured_ms, attempts[-1].speedup,
+                            attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
+                            time.perf_counter() - t_start, runtime, final_plan.profile, pruned_onnx, bench)
+    result._tmp = tmp  # keep exported files alive with the result
+    return result

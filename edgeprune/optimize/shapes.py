@@ -1,0 +1,108 @@
+"""GEMM shapes of every layer a pruning group touches, at any kept width.
+
+One forward pass with hooks records each layer's real input/output shapes (so M = tokens or output
+pixels comes from the model, not a guess). A group with n units removes, per unit, a fixed number of
+output rows from each producer and input features from each consumer (Producer.rows / Consumer.units),
+so at k kept units a layer's N (producer) or K (consumer) shrinks linearly. Depthwise convs are both:
+their channel count (and groups) follow the group.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeprune.latency import LayerShape
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRecord:
+    name: str
+    shape: LayerShape  # dense
+    n_per_unit: float = 0.0  # output features removed per removed unit (producer side)
+    k_per_unit: float = 0.0  # input features removed per removed unit (consumer side)
+    depthwise: bool = False
+
+
+def _is_conv1d(mod: nn.Module) -> bool:  # HF GPT-2 Conv1D: y = x @ W + b, W (in, out)
+    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
+
+
+def record_shapes(model: nn.Module, modules: dict[str, nn.Module], example_inputs: tuple) -> dict[str, LayerShape]:
+    """Dense LayerShape of every named module, from one forward pass."""
+    seen: dict[str, LayerShape] = {}
+
+    def make_hook(name):
+        def hook(mod, args, out):
+            x = args[0]
+            if isinstance(mod, nn.Conv2d):
+                b, _, h, w = out.shape
+                kh, kw = mod.kernel_size
+                seen[name] = LayerShape(b * h * w, mod.in_channels * kh * kw // mod.groups, mod.out_channels, "conv",
+                                        kh, mod.groups, h)
+            elif isinstance(mod, nn.Linear):
+                seen[name] = LayerShape(x.numel() // mod.in_features, mod.in_features, mod.out_features)
+            elif _is_conv1d(mod):
+                k = mod.weight.shape[0]
+                seen[name] = LayerShape(x.numel() // k, k, mod.nf)
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items()]
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def group_layers(group, shapes: dict[str, LayerShape]) -> list[LayerRecord]:
+    """The layers whose cost depends on this group's width, with the features each unit owns."""
+    n = max(group.n_units, 1)
+    recs: dict[str, LayerRecord] = {}
+    for p in group.producers:
+        if p.name in shapes:
+            rows = sum(len(r) for r in p.rows) / n
+            recs[p.name] = LayerRecord(p.name, shapes[p.name], n_per_unit=rows)
+    for c in group.consumers:
+        if c.name not in shapes:
+            continue
+        shape = shapes[c.name]
+        feats = sum(len(u) for u in c.units) / n
+        if shape.kind == "conv":
+            if shape.groups > 1 and shape.groups == shape.n:  # depthwise: channels in == out == groups
+                recs[c.name] = LayerRecord(c.name, shape, n_per_unit=feats, depthwise=True)
+                continue
+            feats *= shape.kernel * shape.kernel / shape.groups
+        prev = recs.get(c.name)
+        recs[c.name] = LayerRecord(c.name, shape, n_per_unit=prev.n_per_unit if prev else 0.0, k_per_unit=feats)
+    return list(recs.values())
+
+
+def shapes_at(records: list[LayerRecord], removed_units: int) -> list[LayerShape]:
+    out = []
+    for r in records:
+        s = r.shape
+        if r.depthwise:
+            c = max(1, int(round(s.n - r.n_per_unit * removed_units)))
+            out.append(dataclasses.replace(s, n=c, groups=c))
+            continue
+        n = max(1, int(round(s.n - r.n_per_unit * removed_units)))
+        k = max(1, int(round(s.k - r.k_per_unit * removed_units)))
+        out.append(dataclasses.replace(s, n=n, k=k))
+    return out
+
+
+def group_latency_fn(records: list[LayerRecord], n_units: int, layer_s: Callable[[LayerShape], float]) -> Callable[[int], float]:
+    """seconds(k kept units) = sum of the group's layers at that width (memoised)."""
+    cache: dict[int, float] = {}
+
+    def fn(k: int) -> float:
+        if k not in cache:
+            cache[k] = sum(layer_s(s) for s in shapes_at(records, n_units - k))
+        return cache[k]
+
+    return fn
