@@ -207,7 +207,9 @@ def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *
             sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
             fn = sess.runner(sess.prepare_inputs(None))
             timing = measure(fn, warmup=5, iters=iters, rounds=rounds)
-            table.entries[shape.key()] = float(np.median(timing.round_p50_ms)) / 1000.0
+            # The least round median: other load on the machine only ever adds time, so the minimum
+            # over rounds is the estimate least disturbed by it (one noisy entry misleads the planner).
+            table.entries[shape.key()] = float(np.min(timing.round_p50_ms)) / 1000.0
     if save and todo:
         table.save()
     return table

@@ -153,9 +153,10 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
     for g in groups:
         scores = imp.score(g, importance, stats, 1e-2).double().clamp_min(0).tolist()
         step = step_for(g)
-        lat = group_latency_fn(records[g.name], g.n_units, layer_s)
+        candidates = _candidate_widths(g.n_units, step, max_candidates)
+        lat = group_latency_fn(records[g.name], g.n_units, layer_s, candidates)
         options.append(_Option(g.name, g.n_units, tuple(scores), lat, step=step, min_keep=step, unit=g.kind,
-                               candidates=tuple(_candidate_widths(g.n_units, step, max_candidates))))
+                               candidates=tuple(candidates)))
     return options
 
 
