@@ -32,7 +32,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 # Each module lists its click commands in COMMANDS; command modules import their heavy code lazily.
-_COMMAND_MODULES = ("cli_profiles", "cli_run", "cli_prune", "cli_sparsify", "cli_quantize", "cli_deploy")
+_COMMAND_MODULES = ("cli_profiles", "cli_run", "cli_prune", "cli_sparsify", "cli_quantize", "cli_deploy", "cli_optimize")
 
 
 def _register() -> None:

@@ -1,0 +1,59 @@
+"""OUTDIR of `optimize`: plan.json, the model per runtime, report.json (edgeprune.report/1), report.md/html.
+
+The folder is built in a temp dir beside OUTDIR and renamed into place, so an interrupted run never
+leaves a half-written OUTDIR.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgeprune._io import atomic_dir
+from edgeprune.optimize.core import OptimizeResult
+
+
+def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
+    """The optimizer's report.json (schema documented in edgeprune/html_report.py)."""
+    from edgeprune.env import environment
+
+    doc: dict[str, Any] = {
+        "schema": "edgeprune.report/1", "model": model_name, "profile": result.profile, "runtime": result.runtime,
+        "precision": "fp32", "env": environment(), "seconds": round(result.seconds, 1),
+        "score_dense": result.score_dense, "score": result.score, "counts": result.counts,
+        "predicted_ms": result.predicted_ms, "measured_ms": result.optimized_ms, "dense_ms": result.dense_ms,
+        "prediction_error": result.prediction_error,
+        "layers": [{"name": g["name"], "orig_width": g["width"], "kept_width": g["keep"], "unit": g["unit"],
+                    "pattern": g["pattern"], "pattern_reason": g["pattern_reason"], "time_ms": g["predicted_ms"]}
+                   for g in result.plan.groups],
+        "configs": [{"name": f"attempt {i + 1}", "accuracy": a.score, "latency_ms": a.measured_ms or a.predicted_ms,
+                     "selected": i == len(result.attempts) - 1, "note": a.note} for i, a in enumerate(result.attempts)],
+        "predicted_vs_measured": [{"name": f"attempt {i + 1}", "predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms}
+                                  for i, a in enumerate(result.attempts) if a.measured_ms],
+    }
+    if result.bench:
+        from edgeprune.bench import compare
+
+        doc["results"] = [r.to_dict() for r in result.bench]
+        doc["speedups"] = [s.__dict__ for s in compare(result.bench)]
+    return doc
+
+
+def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, openvino: bool = True) -> Path:
+    from edgeprune.html_report import write_report
+
+    outdir = Path(outdir)
+    with atomic_dir(outdir) as tmp:
+        (tmp / "plan.json").write_text(result.plan.to_json())
+        shutil.copy(result.onnx_path, tmp / "model.onnx")
+        if openvino:
+            from edgeprune.backends import get_backend_class
+
+            if get_backend_class("openvino").available():
+                from edgeprune.export import export_openvino
+
+                export_openvino(tmp / "model.onnx", tmp / "model.xml")
+        (tmp / "report.json").write_text(json.dumps(report_doc(result, model_name), indent=2, default=str))
+        write_report(tmp, tmp)
+    return outdir
