@@ -1,0 +1,109 @@
+"""The optimize loop on small models with real ONNX Runtime measurements and a fake evaluate."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.errors import ConfigError
+from edgeprune.optimize import apply_plan, optimize
+from edgeprune.planner import Plan
+
+
+class HostProfile:
+    name = "host"
+
+    def channel_multiple(self, runtime=None, precision="fp32"):
+        return 8
+
+    def accelerates(self, runtime, pattern):
+        return "no", "ONNX Runtime CPU runs sparse weights dense"
+
+    def preferred_runtime(self, installed):
+        return "onnxruntime"
+
+
+class WideMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Linear(64, 512)
+        self.down = nn.Linear(512, 64)
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(x)))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+
+
+def _model():
+    torch.manual_seed(0)
+    return WideMLP().eval(), (torch.randn(256, 64),)
+
+
+def _run(**kw):
+    model, inputs = _model()
+    calib = [(torch.randn(256, 64, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
+    args = dict(profile=HostProfile(), runtime="onnxruntime", speedup=1.5, calib=calib, threads=1, iters=20, rounds=3)
+    args.update(kw)
+    return model, inputs, calib, optimize(model, inputs, **args)
+
+
+def test_plan_meets_budget_under_its_model_and_apply_reproduces():
+    model, inputs, calib, result = _run(max_drop=100.0)
+    plan = result.plan
+    assert plan.predicted_s <= plan.budget_s * 1.0001
+    assert all(g["keep"] % 8 == 0 for g in plan.groups)
+    assert result.counts["optimized"]["macs"] < result.counts["dense"]["macs"]
+    assert result.speedup is not None and result.speedup["rounds"] == 3
+    assert result.optimized_ms is not None and result.prediction_error is not None
+    again = apply_plan(Plan.from_json(plan.to_json()), model, inputs, calib=calib)
+    assert torch.max(torch.abs(again(*inputs) - result.model(*inputs))).item() <= 1e-6
+    assert all(g["pattern"] == "dense" and "not accelerated" in g["pattern_reason"] for g in plan.groups)
+
+
+def test_backs_off_when_evaluate_reports_a_large_drop():
+    scores = iter([100.0, 90.0, 99.5, 99.9])  # dense, attempt 1 (too low), attempt 2 (within 1 point)
+    _, _, _, result = _run(evaluate=lambda m: next(scores), max_drop=1.0, max_rounds=3)
+    assert [a.accepted for a in result.attempts] == [False, True]
+    assert result.attempts[0].note.startswith("drop 10.00 > max_drop 1.0")
+    kept0, kept1 = sum(result.attempts[0].keep.values()), sum(result.attempts[1].keep.values())
+    assert kept1 > kept0  # backing off restores units
+
+
+@pytest.mark.parametrize("kw, match", [({"speedup": 1.0}, "speedup must be > 1"), ({"speedup": None, "macs_ratio": 1.5}, "macs_ratio"),
+                                       ({"speedup": 1.5, "latency_ms": 3.0}, "exactly one budget"),
+                                       ({"speedup": 1000.0}, "smallest allowed model reaches")])
+def test_bad_budgets(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _run(**kw)
+
+
+def test_cli_writes_outdir(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    out = tmp_path / "out"
+    spec = f"{__file__}:cli_model"
+    result = CliRunner().invoke(main, ["optimize", spec, "--profile", "host", "--speedup", "1.3", "--max-drop", "100",
+                                       "--threads", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("plan.json", "model.onnx", "model.xml", "model.bin", "report.json", "report.html", "report.md"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["schema"] == "edgeprune.report/1" and doc["speedups"][0]["rounds"] == 5
+    assert "speedup" in result.output
+    applied = tmp_path / "applied.onnx"
+    result = CliRunner().invoke(main, ["apply", str(out / "plan.json"), spec, "-o", str(applied)])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(main, ["optimize", spec, "--speedup", "0.5", "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "speedup must be > 1" in bad.output and not (tmp_path / "bad").exists()
+
+
+def cli_model():
+    return _model()
