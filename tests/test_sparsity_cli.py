@@ -1,0 +1,86 @@
+"""`edgeprune sparsify` through click's CliRunner: outputs, re-checked pattern, one-line errors that leave nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgeprune.cli import main
+from edgeprune.sparsity import NM
+from edgeprune.sparsity.onnx_check import check_onnx
+
+HERE = Path(__file__).parent
+MLP = f"{HERE}/models_for_cli.py:mlp_with_inputs"
+CNN = f"{HERE}/models_for_cli.py:cnn_only"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def _one_error_line(result) -> str:
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_sparsify_writes_pt2_qdq_onnx_and_report(runner, tmp_path):
+    pt2, onnx_path, js, md = tmp_path / "m.pt2", tmp_path / "m.onnx", tmp_path / "r.json", tmp_path / "r.md"
+    result = runner.invoke(main, ["sparsify", MLP, "--pattern", "2:4", "--method", "sparsegpt", "-o", str(pt2),
+                                  "--export", str(onnx_path), "--precision", "int8", "--json", str(js), "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    program = torch.export.load(str(pt2))
+    weights = [v for k, v in program.state_dict.items() if k.endswith("weight")]
+    assert weights and all(NM(2, 4).check(w).ok for w in weights)
+    assert check_onnx(onnx_path, "2:4").ok
+    doc = json.loads(js.read_text())
+    assert doc["global_sparsity"] == 0.5 and doc["pattern_ok"] and doc["config"]["deploy_precision"] == "int8"
+    assert "pattern 2:4 kept" in doc["evidence"]["onnx"]
+    assert {v["runtime"] for v in doc["layers"][0]["verdicts"]} == {"onnxruntime", "openvino", "tensorrt", "torch-cuda"}
+    assert any("synthetic" in n for n in doc["notes"])
+    assert "| net.0 |" in md.read_text()
+
+
+def test_sparsify_cnn_skip_incompatible(runner, tmp_path):
+    js = tmp_path / "r.json"
+    result = runner.invoke(main, ["sparsify", CNN, "--input-shape", "1x3x16x16", "--method", "magnitude",
+                                  "--skip-incompatible", "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    layers = {l["name"]: l for l in json.loads(js.read_text())["layers"]}
+    assert layers["stem.0"]["status"] == "skipped" and layers["block.0"]["sparsity"] == 0.5
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["sparsify", MLP, "--pattern", "3:2", "-o", "OUT/m.pt2"], "1 <= N < M"),
+    (["sparsify", MLP, "--pattern", "block128x128", "-o", "OUT/m.pt2"], "larger than the weight"),
+    (["sparsify", MLP, "--pattern", "diagonal", "-o", "OUT/m.pt2"], "unknown sparsity pattern"),
+    (["sparsify", MLP, "--pattern", "2:4", "--sparsity", "0.7", "-o", "OUT/m.pt2"], "fixes sparsity"),
+    (["sparsify", MLP, "-o", "OUT/m.onnx"], "must end in .pt2"),
+    (["sparsify", MLP, "--export", "OUT/m.pt2"], "must end in .onnx"),
+    (["sparsify", CNN, "--input-shape", "1x3x16x16", "-o", "OUT/m.pt2"], "C_in=3 is not divisible by 4"),
+    (["sparsify", MLP, "--pattern", "2:4", "--allocation", "learned", "-o", "OUT/m.pt2"], "learned allocation cannot"),
+    (["sparsify", MLP, "--method", "wanda", "--calib", "OUT/none.pt", "-o", "OUT/m.pt2"], "calibration file not found"),
+])
+def test_sparsify_errors_are_one_line_and_leave_nothing(runner, tmp_path, args, fragment):
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    line = _one_error_line(runner.invoke(main, args))
+    assert fragment in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sparsify_with_calibration_file(runner, tmp_path):
+    calib = tmp_path / "calib.pt"
+    torch.save((torch.randn(16, 32),), calib)
+    js = tmp_path / "r.json"
+    result = runner.invoke(main, ["sparsify", MLP, "--pattern", "unstructured", "--sparsity", "0.6", "--method", "wanda",
+                                  "--calib", str(calib), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(js.read_text())
+    assert doc["calibration_samples"] == 16 and abs(doc["global_sparsity"] - 0.6) < 0.01
+    assert not any("synthetic" in n for n in doc["notes"])
