@@ -1,0 +1,195 @@
+"""`prune(model, example_inputs, config, calib)`: plan widths, then remove and compensate group by group.
+
+Order of work:
+1. groups: transformer heads/FFN (hf.py) or CNN channel groups (graph.py, Torch-Pruning DG);
+2. plan: how many units each group loses (local ratio, or a global ranking), rounded to the channel
+   multiple; bad plans (zero width, nothing prunable) raise before the model is touched;
+3. sequential pass in forward order: capture the group's consumer inputs on the *already pruned*
+   prefix (so errors do not compound), score units, choose, refit consumers, remove physically.
+The input model is never modified; a pruned deep copy is returned.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from edgeprune.errors import ConfigError, PruningError
+from edgeprune.pruning import importance as imp
+from edgeprune.pruning.compensate import compensate
+from edgeprune.pruning.config import StructuredConfig
+from edgeprune.pruning.graph import Group, channel_groups
+from edgeprune.pruning.hf import has_transformer_blocks, transformer_groups
+from edgeprune.pruning.stats import capture
+
+log = logging.getLogger("edgeprune.pruning")
+CHUNK = 32  # samples per calibration forward (bounds activation memory)
+
+
+def calibration_batches(calib: Any, example_inputs: tuple, n_samples: int) -> list[tuple]:
+    """Normalise `calib` (tensor | tuple of tensors | list of input tuples) into chunks of positional inputs."""
+    if calib is None:
+        items = [tuple(example_inputs)]
+    elif isinstance(calib, torch.Tensor):
+        items = [(calib,)]
+    elif isinstance(calib, tuple) and all(isinstance(t, torch.Tensor) for t in calib):
+        items = [calib]
+    elif isinstance(calib, (list, tuple)) or hasattr(calib, "__iter__"):
+        items = [(b,) if isinstance(b, torch.Tensor) else tuple(b) for b in calib]
+    else:
+        raise ConfigError(f"cannot use {type(calib).__name__} as calibration data",
+                          hint="pass a tensor, a tuple of input tensors, or a list of input tuples")
+    if not items or any(not item or not all(isinstance(t, torch.Tensor) for t in item) for item in items):
+        raise ConfigError("calibration data is empty or holds non-tensors", hint="pass input tensors shaped like example_inputs")
+    try:
+        full = tuple(torch.cat([item[i] for item in items]) for i in range(len(items[0])))
+    except (RuntimeError, IndexError) as err:
+        raise ConfigError(f"calibration batches cannot be concatenated: {err}",
+                          hint="give all batches the same shapes except dim 0 (pad sequences)") from err
+    full = tuple(t[:n_samples] for t in full)
+    n = full[0].shape[0]
+    return [tuple(t[i:i + CHUNK] for t in full) for i in range(0, n, CHUNK)]
+
+
+def find_groups(model: nn.Module, example_inputs: tuple, config: StructuredConfig) -> list[Group]:
+    unit = config.unit
+    transformer = has_transformer_blocks(model)
+    if unit in ("heads", "ffn") or (unit == "auto" and transformer):
+        kinds = ("heads", "ffn") if unit == "auto" else (unit,)
+        groups = transformer_groups(model, kinds, config.ignored)
+        if not groups and not transformer:
+            raise PruningError(f"unit='{unit}' but the model has no recognised attention/FFN blocks",
+                               hint="use unit='channels' for CNNs/MLPs (BERT, ViT, GPT-2 and LLaMA-style blocks are recognised)")
+    else:
+        groups = channel_groups(model, example_inputs, config.ignored)
+    if not groups:
+        raise ConfigError("nothing left to prune: every prunable group is ignored or reaches the model output",
+                          hint="shorten ignore= (it may match every layer)")
+    return groups
+
+
+def _step(group: Group, multiple: int) -> int:
+    """Kept widths move in steps of this many units (channel multiple, grouped-conv uniformity)."""
+    m_units = multiple // math.gcd(multiple, group.unit_width)
+    return math.lcm(m_units, group.uniform)
+
+
+def planned_removals(groups: list[Group], config: StructuredConfig, scores: dict[str, torch.Tensor] | None) -> dict[str, int]:
+    """group name -> number of units to remove."""
+    mult = config.multiple()
+    keep: dict[str, int] = {}
+    if config.scope == "global" and scores is not None:
+        # rank units of all groups by score normalised to its group's mean; remove the lowest
+        entries = []
+        for g in groups:
+            s = scores[g.name]
+            s = s / s.mean().clamp_min(1e-30)
+            entries += [(float(v), g.name) for v in s]
+        total = sum(g.n_units for g in groups)
+        budget = int(round(config.ratio * total))
+        removed = {g.name: 0 for g in groups}
+        floor = {g.name: max(config.min_keep, _step(g, mult)) for g in groups}
+        sizes = {g.name: g.n_units for g in groups}
+        for _, name in sorted(entries):
+            if budget <= 0:
+                break
+            if sizes[name] - removed[name] > floor[name]:
+                removed[name] += 1
+                budget -= 1
+        target = {name: sizes[name] - r for name, r in removed.items()}
+    else:
+        target = {g.name: g.n_units * (1.0 - config.ratio_for(g.name)) for g in groups}
+    for g in groups:
+        step = _step(g, mult)
+        want = target[g.name]
+        if want >= g.n_units or g.n_units % step:
+            kept = g.n_units if want >= g.n_units - 1e-9 or g.n_units % step else None
+            if kept is None:
+                kept = int(round(want / step)) * step
+        else:
+            kept = int(round(want / step)) * step
+        if kept < max(config.min_keep, 1):
+            raise ConfigError(f"'{g.name}' would keep {kept} of {g.n_units} {g.kind} (min_keep={config.min_keep})",
+                              hint="lower the ratio for it (per_layer=) or add it to ignore=")
+        keep[g.name] = min(kept, g.n_units)
+    return {g.name: g.n_units - keep[g.name] for g in groups}
+
+
+def _choose(scores: torch.Tensor, k: int, uniform: int) -> list[int]:
+    """Indices of the k least important units; with `uniform` blocks, the same local slots in each."""
+    if uniform > 1:
+        per = scores.numel() // uniform
+        slot = scores.reshape(uniform, per).sum(0)
+        slots = torch.argsort(slot)[: k // uniform].tolist()
+        return sorted(b * per + s for b in range(uniform) for s in slots)
+    return sorted(torch.argsort(scores, stable=True)[:k].tolist())
+
+
+def _order(model: nn.Module, groups: list[Group], batch: tuple) -> list[Group]:
+    """Groups sorted by when their first consumer runs in the forward pass."""
+    order: dict[nn.Module, int] = {}
+    def hook(mod, args):  # a pre-hook must return None, or its value replaces the input
+        order.setdefault(mod, len(order))
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(*tuple(t[:1] for t in batch))
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(groups, key=lambda g: min(order.get(c.module, 1 << 30) for c in g.consumers))
+
+
+def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor, config: StructuredConfig | None = None,
+          calib: Any = None, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+          progress: Callable[[str], None] | None = None) -> nn.Module:
+    """Structured pruning with compensation; returns a physically smaller deep copy of `model`.
+
+    example_inputs: positional inputs for tracing. calib: tensor, tuple of tensors, or list of input
+    tuples (default: example_inputs); the first config.n_calib samples are used. loss_fn(output) -> scalar
+    is needed for importance="taylor".
+    """
+    config = config or StructuredConfig()
+    if not isinstance(config, StructuredConfig):
+        raise ConfigError(f"config must be a StructuredConfig, got {type(config).__name__}", hint="StructuredConfig(ratio=0.3)")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    if config.importance == "taylor" and loss_fn is None:
+        raise ConfigError("importance='taylor' needs a loss", hint="pass loss_fn=lambda out: ... to prune()")
+    model = copy.deepcopy(model).eval()
+    groups = find_groups(model, example_inputs, config)
+    batches = calibration_batches(calib, example_inputs, config.n_calib)
+    static: dict[str, torch.Tensor] | None = None
+    taylor_of = imp.taylor_products(model, batches, loss_fn) if config.importance == "taylor" else None
+    if config.importance not in imp.NEEDS_STATS:
+        static = {g.name: imp.score(g, config.importance, None, config.damp, taylor_of, config.seed) for g in groups}
+    plan_scores = static
+    if config.scope == "global" and static is None:
+        stats = capture(model, {c.name: c.module for g in groups for c in g.consumers}, batches, config.max_rows, config.seed)
+        plan_scores = {g.name: imp.score(g, config.importance, stats, config.damp) for g in groups}
+        del stats
+    removals = planned_removals(groups, config, plan_scores)
+    mode = {True: "ls", False: None, "ls": "ls", "bias": "bias"}.get(config.compensate, "ls")
+    for g in _order(model, groups, batches[0]):
+        k = removals[g.name]
+        if k == 0:
+            continue
+        if g.refresh is not None:
+            g.refresh(g)
+        need_stats = config.importance in imp.NEEDS_STATS or mode is not None
+        stats = capture(model, {c.name: c.module for c in g.consumers}, batches, config.max_rows, config.seed) if need_stats else None
+        scores = static[g.name] if static is not None else imp.score(g, config.importance, stats, config.damp)
+        idxs = _choose(scores, k, g.uniform)
+        if mode is not None:
+            compensate(g, idxs, stats, config.damp, mode)
+        g.remove(idxs)
+        if progress:
+            progress(f"{g.name}: removed {k} of {g.n_units} {g.kind}")
+        log.info("%s: removed %d of %d %s", g.name, k, g.n_units, g.kind)
+    return model

@@ -1,0 +1,70 @@
+"""Restore a consumer layer's output after its input units are removed (METHODS §2).
+
+Least squares with the bias in the same solve: with X the layer's calibration input (rows = samples),
+R the kept columns and Y = X Wᵀ + b the layer's output before removal, find [W'_R, b'] minimising
+‖[X_R, 1] [W'_R, b']ᵀ − Y‖² + λ‖W'_R‖², λ = damp·mean(diag G)·n. Everything comes from G = XᵀX,
+s = Σ X and n (no activations stored):
+    A = [[G_RR + λI, s_R], [s_Rᵀ, n]]     B = [[G_R: Wᵀ + s_R bᵀ], [sᵀ Wᵀ + n bᵀ]]     A [W'_R, b']ᵀ = B
+solved in float64 by Cholesky. The removed columns are set to zero; the structural removal that
+follows drops them. "bias" mode is FLAP's cheap form: b' = b + W[:, S] · mean(X_S), no solve.
+"""
+from __future__ import annotations
+
+import torch
+
+from edgeprune.pruning.graph import Group
+from edgeprune.pruning.stats import BlockStats, ensure_bias, set_weight_matrix, unit_columns, weight_matrix
+
+
+def _cholesky_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    L, info = torch.linalg.cholesky_ex(A)
+    bump = 1e-8 * torch.diagonal(A).mean()
+    while int(info):                       # near-singular: add jitter until positive definite
+        A = A + bump * torch.eye(A.shape[0], dtype=A.dtype)
+        bump *= 10
+        L, info = torch.linalg.cholesky_ex(A)
+    return torch.cholesky_solve(B, L)
+
+
+def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mode: str = "ls") -> None:
+    """Rewrite one block of `mod` (weights and bias) so its output survives zeroing `removed_cols`."""
+    W = weight_matrix(mod, st.out)                          # (out, cols)
+    bias = ensure_bias(mod)
+    b = bias.detach()[st.out].double()
+    cols = W.shape[1]
+    keep = torch.ones(cols, dtype=torch.bool)
+    keep[removed_cols] = False
+    R = keep.nonzero().squeeze(1)
+    n = max(st.n, 1)
+    G, s = st.G / n, st.s / n                               # per-row normalised (same solution, better scaled)
+    if mode == "bias" or R.numel() == 0:
+        new_b = b + W[:, removed_cols] @ s[removed_cols]
+        new_W = W.clone()
+    else:
+        lam = damp * torch.diagonal(G).mean().clamp_min(1e-12)
+        A = torch.empty(R.numel() + 1, R.numel() + 1, dtype=torch.float64)
+        A[:-1, :-1] = G[R][:, R] + lam * torch.eye(R.numel(), dtype=torch.float64)
+        A[:-1, -1] = s[R]
+        A[-1, :-1] = s[R]
+        A[-1, -1] = 1.0
+        B = torch.empty(R.numel() + 1, W.shape[0], dtype=torch.float64)
+        B[:-1] = G[R] @ W.t() + s[R].unsqueeze(1) * b.unsqueeze(0)
+        B[-1] = W @ s + b
+        Z = _cholesky_solve(A, B)                           # (|R|+1, out)
+        new_W = torch.zeros_like(W)
+        new_W[:, R] = Z[:-1].t()
+        new_b = Z[-1]
+    new_W[:, removed_cols] = 0.0
+    set_weight_matrix(mod, st.out, new_W)
+    with torch.no_grad():
+        bias[st.out] = new_b.to(bias.dtype)
+
+
+def compensate(group: Group, removed: list[int], stats: dict[str, list[BlockStats]], damp: float, mode: str = "ls") -> None:
+    """Refit every consumer block that reads a removed unit."""
+    gone = set(removed)
+    for cons in group.consumers:
+        for st in stats[cons.name]:
+            cols = [c for j, c in unit_columns(cons.units, st).items() if j in gone]
+            if cols:
+                refit_block(cons.module, st, torch.cat(cols), damp, mode)

@@ -1,0 +1,137 @@
+"""Prunable groups: the units that must disappear together, who reads them, and how to remove them.
+
+A Group has n_units units (a channel, a head, an FFN channel). Removing unit j deletes rows of the
+*producers* (the layers that write the unit) and input columns of the *consumers* (the layers that
+read it). Consumers are where importance is measured (ΔE on their output) and where compensation
+refits the weights. CNN groups come from Torch-Pruning's DependencyGraph (residual adds, concat,
+depthwise/grouped conv, BN/LN, flatten->Linear are all coupled by its tracer); transformer groups
+(heads, FFN) come from hf.py, because head structure is a module attribute, not a traced shape.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeprune.errors import PruningError
+
+# Layer types whose channels Torch-Pruning removes correctly and that we can score/compensate.
+_SUPPORTED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
+              nn.PReLU, nn.Identity, nn.Dropout)
+
+
+@dataclasses.dataclass
+class Consumer:
+    """A layer reading the group's units. units[j] = its input-feature indices for unit j
+    (channel indices for a Conv2d; for Linear after a flatten, the H*W features of channel j)."""
+
+    name: str
+    module: nn.Module
+    units: list[list[int]]
+
+
+@dataclasses.dataclass
+class Producer:
+    """A layer writing the group's units. rows[j] = its output indices for unit j (for magnitude/Taylor)."""
+
+    name: str
+    module: nn.Module
+    rows: list[list[int]]
+
+
+@dataclasses.dataclass
+class Group:
+    name: str                      # the root layer's name (and the unit kind for transformers)
+    kind: str                      # "channels" | "heads" | "ffn"
+    n_units: int
+    unit_width: int                # features per unit (d_head for heads, 1 otherwise): for round_to
+    consumers: list[Consumer]
+    producers: list[Producer]
+    remove: Callable[[list[int]], None]  # physically delete these unit indices (shapes shrink)
+    uniform: int = 1               # grouped conv: remove the same local slots in each of `uniform` blocks
+    refresh: Callable[["Group"], None] | None = None  # re-read consumers/producers before this group is pruned
+
+
+def names_of(model: nn.Module) -> dict[nn.Module, str]:
+    return {m: n for n, m in model.named_modules()}
+
+
+def is_depthwise(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels
+
+
+def _param_leaves(model: nn.Module):
+    for name, mod in model.named_modules():
+        if any(True for _ in mod.parameters(recurse=False)):
+            yield name, mod
+
+
+def check_supported(model: nn.Module, ignored: Callable[[str], bool]) -> None:
+    """Every layer with weights must be one we can prune correctly, or be ignored by the user."""
+    for name, mod in _param_leaves(model):
+        if not isinstance(mod, _SUPPORTED) and not ignored(name):
+            raise PruningError(f"layer '{name}' ({type(mod).__name__}) is not supported by structured channel pruning",
+                               hint=f"add it to ignore=, e.g. ignore=['{name}'] (groups touching it are then left unpruned)")
+
+
+def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool]) -> list[Group]:
+    """Channel groups of a CNN/MLP from Torch-Pruning's dependency graph.
+
+    A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs) and
+    no ignored or unsupported layer is part of it.
+    """
+    import torch_pruning as tp
+
+    check_supported(model, ignored)
+    names = names_of(model)
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(example_inputs), verbose=False)
+    except Exception as err:  # tracing failures of arbitrary user models
+        raise PruningError(f"tracing the model's channel dependencies failed: {type(err).__name__}: {err}",
+                           hint="use ignore= for the failing part, or unit='heads'/'ffn' for transformers") from err
+    groups = []
+    for tp_group in dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear, nn.Conv1d)):
+        root_dep = tp_group[0].dep
+        root, handler = root_dep.target.module, root_dep.handler
+        n = len(tp_group[0].idxs)
+        consumers, producers, uniform, skip = _parts(dg, tp_group, names, ignored)
+        if skip or not consumers or n % uniform:
+            continue
+
+        def remove(idxs, root=root, handler=handler, dg=dg):
+            dg.get_pruning_group(root, handler, idxs=sorted(int(i) for i in idxs)).prune()
+
+        def refresh(group, root=root, handler=handler, dg=dg, n=n):
+            # other groups' removals shift concat offsets: re-read this group's index mapping now
+            group.consumers, group.producers, _, _ = _parts(dg, dg.get_pruning_group(root, handler, list(range(n))),
+                                                            names_of(model), ignored)
+
+        groups.append(Group(names[root], "channels", n, 1, consumers, producers, remove, uniform, refresh))
+    return groups
+
+
+def _parts(dg, tp_group, names, ignored):
+    """(consumers, producers, uniform, skip) of a Torch-Pruning group, unit j = the root's channel j."""
+    n = len(tp_group[0].idxs)
+    consumers, producers, uniform = [], [], 1
+    for item in tp_group.items:
+        mod, idxs = item.dep.target.module, [int(i) for i in item.idxs]
+        name = names.get(mod)
+        if name is None:            # Torch-Pruning's pseudo-ops (add, cat, flatten): no weights
+            continue
+        if ignored(name) or not isinstance(mod, _SUPPORTED):
+            return consumers, producers, uniform, True
+        if isinstance(mod, (nn.Conv2d, nn.Conv1d)) and 1 < mod.groups and not is_depthwise(mod):
+            uniform = math.lcm(uniform, mod.groups)
+        if not isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or len(idxs) % n:
+            continue
+        r = len(idxs) // n          # >1 when a flatten maps one channel to H*W features
+        per_unit = [idxs[j * r:(j + 1) * r] for j in range(n)]
+        if dg.is_in_channel_pruning_fn(item.dep.handler) and not is_depthwise(mod):
+            consumers.append(Consumer(name, mod, per_unit))
+        elif dg.is_out_channel_pruning_fn(item.dep.handler):
+            producers.append(Producer(name, mod, per_unit))
+    return consumers, producers, uniform, False

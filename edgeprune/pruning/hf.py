@@ -1,0 +1,197 @@
+"""Attention heads and FFN channels of Hugging Face transformer blocks (BERT family, ViT, GPT-2, LLaMA-style).
+
+Recognised by attribute names, not class names, so BERT/RoBERTa/MiniLM/ViT/GPT-2 share one code path:
+  heads  query/key/value + sibling output.dense (BERT)    q_proj/k_proj/v_proj/o_proj (ViT, LLaMA)
+         c_attn (fused Conv1D, weight (in, 3E)) + c_proj (GPT-2)
+  ffn    intermediate.dense + output.dense (BERT)   fc1/fc2 (ViT)   c_fc/c_proj (GPT-2)
+         gate_proj/up_proj/down_proj (LLaMA: gate and up lose the same rows)
+Removing head h deletes rows h*d..(h+1)*d of Q, K, V and the same input columns of O, then updates the
+module attributes the forward pass reads (num_attention_heads / num_heads, all_head_size, split_size).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgeprune.errors import PruningError
+from edgeprune.pruning.graph import Consumer, Group, Producer
+
+_HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head")
+
+
+def is_conv1d(mod: nn.Module) -> bool:
+    """transformers' GPT-2 Conv1D: a Linear with weight stored (in, out) and out size in .nf."""
+    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
+
+
+def _keep(n: int, remove: list[int]) -> torch.Tensor:
+    gone = set(int(i) for i in remove)
+    return torch.tensor([i for i in range(n) if i not in gone], dtype=torch.long)
+
+
+def keep_outputs(mod: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only output features `keep` of a Linear / Conv1D."""
+    with torch.no_grad():
+        if is_conv1d(mod):
+            mod.weight = nn.Parameter(mod.weight.data[:, keep].clone())
+            mod.nf = len(keep)
+        else:
+            mod.weight = nn.Parameter(mod.weight.data[keep].clone())
+            mod.out_features = len(keep)
+        if mod.bias is not None:
+            mod.bias = nn.Parameter(mod.bias.data[keep].clone())
+
+
+def keep_inputs(mod: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only input features `keep` of a Linear / Conv1D."""
+    with torch.no_grad():
+        if is_conv1d(mod):
+            mod.weight = nn.Parameter(mod.weight.data[keep].clone())
+            mod.nx = len(keep)
+        else:
+            mod.weight = nn.Parameter(mod.weight.data[:, keep].clone())
+            mod.in_features = len(keep)
+
+
+def _out_features(mod: nn.Module) -> int:
+    return mod.nf if is_conv1d(mod) else mod.out_features
+
+
+def _sub(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _head_group(model, name, attn, producers, o_name, o_mod, d, heads, out_slices=None) -> Group:
+    """Group for `heads` heads of width d; producers[i] = (name, module, offset of Q/K/V inside its outputs)."""
+
+    def remove(idxs, attn=attn, producers=producers, o_mod=o_mod):
+        cols = [h * d + c for h in idxs for c in range(d)]
+        n_now = int(getattr(attn, "_ep_heads"))
+        for _, mod, offsets in producers:
+            width = n_now * d
+            gone = [off + c for off in offsets for c in cols]
+            keep_outputs(mod, _keep(_out_features(mod), gone))
+            del width
+        keep_inputs(o_mod, _keep(n_now * d, cols))
+        kept = n_now - len(idxs)
+        attn._ep_heads = kept
+        for attr in _HEAD_COUNT_ATTRS:
+            if isinstance(getattr(attn, attr, None), int):
+                setattr(attn, attr, kept)
+        for attr in ("all_head_size", "split_size"):
+            if isinstance(getattr(attn, attr, None), int):
+                setattr(attn, attr, kept * d)
+
+    attn._ep_heads = heads
+    units = [[h * d + c for c in range(d)] for h in range(heads)]
+    prods = [Producer(pn, pm, [[off + c for off in offs for c in u] for u in units]) for pn, pm, offs in producers]
+    return Group(_join(name, "heads"), "heads", heads, d, [Consumer(o_name, o_mod, units)], prods, remove)
+
+
+def _ffn_group(name, ups, down_name, down) -> Group:
+    n = _out_features(ups[0][1])
+
+    def remove(idxs, ups=ups, down=down):
+        keep = _keep(_out_features(ups[0][1]), idxs)
+        for _, mod in ups:
+            keep_outputs(mod, keep)
+        keep_inputs(down, keep)
+
+    units = [[j] for j in range(n)]
+    return Group(_join(name, "ffn"), "ffn", n, 1, [Consumer(down_name, down, units)],
+                 [Producer(un, um, units) for un, um in ups], remove)
+
+
+def transformer_groups(model: nn.Module, kinds: tuple[str, ...], ignored) -> list[Group]:
+    """Head and FFN groups of every recognised transformer block, in module order."""
+    groups = []
+    for name, mod in model.named_modules():
+        if ignored(name):
+            continue
+        if "heads" in kinds:
+            g = _attention(model, name, mod)
+            if g is not None and not any(ignored(c.name) or ignored(p.name) for c in g.consumers for p in g.producers):
+                groups.append(g)
+        if "ffn" in kinds:
+            g = _ffn(model, name, mod)
+            if g is not None and not any(ignored(c.name) or ignored(p.name) for c in g.consumers for p in g.producers):
+                groups.append(g)
+    return groups
+
+
+def _attention(model, name, mod) -> Group | None:
+    lin = (nn.Linear,)
+    if all(isinstance(getattr(mod, a, None), lin) for a in ("query", "key", "value")):       # BERT self-attention
+        heads = getattr(mod, "num_attention_heads", None)
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        o_name = _join(parent, "output.dense")
+        o_mod = _sub(model, o_name)
+        if not isinstance(heads, int) or not isinstance(o_mod, nn.Linear):
+            raise PruningError(f"attention '{name}' has no num_attention_heads or no output.dense beside it",
+                               hint=f"add ignore=['{name}'] or use unit='ffn'")
+        d = mod.query.out_features // heads
+        prods = [(_join(name, a), getattr(mod, a), [0]) for a in ("query", "key", "value")]
+        return _head_group(model, name, mod, prods, o_name, o_mod, d, heads)
+    if all(isinstance(getattr(mod, a, None), lin) for a in ("q_proj", "k_proj", "v_proj", "o_proj")):  # ViT, LLaMA
+        heads = next((getattr(mod, a) for a in _HEAD_COUNT_ATTRS if isinstance(getattr(mod, a, None), int)), None)
+        if heads is None and getattr(mod, "config", None) is not None:
+            heads = getattr(mod.config, "num_attention_heads", None)
+        if not isinstance(heads, int) or mod.k_proj.out_features != mod.q_proj.out_features:
+            raise PruningError(f"attention '{name}': head count unknown or grouped-query K/V heads (not supported)",
+                               hint=f"add ignore=['{name}'] or use unit='ffn'")
+        if not hasattr(mod, "num_attention_heads") and not hasattr(mod, "num_heads"):
+            mod.num_attention_heads = heads
+        d = mod.q_proj.out_features // heads
+        prods = [(_join(name, a), getattr(mod, a), [0]) for a in ("q_proj", "k_proj", "v_proj")]
+        return _head_group(model, name, mod, prods, _join(name, "o_proj"), mod.o_proj, d, heads)
+    if is_conv1d(getattr(mod, "c_attn", None)) and is_conv1d(getattr(mod, "c_proj", None)):     # GPT-2
+        if getattr(mod, "is_cross_attention", False):
+            raise PruningError(f"cross-attention '{name}' is not supported", hint=f"add ignore=['{name}']")
+        heads, e = mod.num_heads, mod.split_size
+        d = e // heads
+        prods = [(_join(name, "c_attn"), mod.c_attn, [0, e, 2 * e])]  # Q | K | V blocks of the fused output
+        group = _head_group(model, name, mod, prods, _join(name, "c_proj"), mod.c_proj, d, heads)
+        _fix_fused_offsets(group, mod, d)
+        return group
+    return None
+
+
+def _fix_fused_offsets(group: Group, attn, d: int) -> None:
+    """GPT-2's Q|K|V offsets move as heads go: recompute them from the current head count at removal time."""
+    c_attn, c_proj = attn.c_attn, attn.c_proj
+
+    def remove(idxs):
+        n_now = attn.num_heads
+        e = n_now * d
+        cols = [h * d + c for h in idxs for c in range(d)]
+        keep_outputs(c_attn, _keep(3 * e, [off + c for off in (0, e, 2 * e) for c in cols]))
+        keep_inputs(c_proj, _keep(e, cols))
+        attn.num_heads = n_now - len(idxs)
+        attn.split_size = attn.num_heads * d
+        attn._ep_heads = attn.num_heads
+
+    group.remove = remove
+
+
+def _ffn(model, name, mod) -> Group | None:
+    pairs = (("intermediate.dense", "output.dense"), ("fc1", "fc2"), ("c_fc", "c_proj"))
+    for up_attr, down_attr in pairs:
+        up, down = _sub(mod, up_attr), _sub(mod, down_attr)
+        ok = (isinstance(up, nn.Linear) and isinstance(down, nn.Linear)) or (is_conv1d(up) and is_conv1d(down))
+        if ok and _out_features(up) == (down.nx if is_conv1d(down) else down.in_features):
+            return _ffn_group(name, [(_join(name, up_attr), up)], _join(name, down_attr), down)
+    if all(isinstance(getattr(mod, a, None), nn.Linear) for a in ("gate_proj", "up_proj", "down_proj")):
+        ups = [(_join(name, a), getattr(mod, a)) for a in ("gate_proj", "up_proj")]
+        return _ffn_group(name, ups, _join(name, "down_proj"), mod.down_proj)
+    return None
+
+
+def has_transformer_blocks(model: nn.Module) -> bool:
+    return any(_attention(model, n, m) is not None or _ffn(model, n, m) is not None for n, m in model.named_modules())

@@ -1,0 +1,145 @@
+"""Calibration statistics of consumer layers: the Gram matrix of each layer's real input.
+
+Matrix view (METHODS notation y = W x + b): Linear W (out, in); GPT-2 Conv1D W = weightᵀ;
+Conv2d with g groups -> g blocks, block b: W[rows_b].reshape(out/g, in/g·kh·kw) against the im2col
+(F.unfold) input of its in/g channels, columns ordered (channel, kh, kw) like the weight.
+Per block we keep G = XᵀX (float64, cols×cols), s = Σ rows of X, and n rows: enough for ΔE,
+Wanda and the least-squares refit, without storing activations. Rows (tokens or conv positions)
+are subsampled deterministically to at most max_rows per layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgeprune.pruning.hf import is_conv1d
+
+
+@dataclasses.dataclass
+class BlockStats:
+    out: slice           # output rows of the layer this block writes
+    ch: slice            # input channels this block reads
+    per_ch: int          # matrix columns per input channel (kh*kw for conv, 1 for linear)
+    G: torch.Tensor      # (cols, cols) float64
+    s: torch.Tensor      # (cols,) float64
+    n: int = 0
+
+
+def blocks(mod: nn.Module) -> list[tuple[slice, slice, int]]:
+    if isinstance(mod, nn.Conv2d):
+        g, o, i = mod.groups, mod.out_channels, mod.in_channels
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        return [(slice(b * o // g, (b + 1) * o // g), slice(b * i // g, (b + 1) * i // g), k) for b in range(g)]
+    n_in = mod.weight.shape[0] if is_conv1d(mod) else mod.weight.shape[1]
+    return [(slice(None), slice(0, n_in), 1)]
+
+
+def weight_matrix(mod: nn.Module, out: slice) -> torch.Tensor:
+    """(out_rows, cols) float64 copy of the block's weight in the matrix view."""
+    w = mod.weight.detach()
+    if is_conv1d(mod):
+        w = w.t()
+    w = w[out]
+    return w.reshape(w.shape[0], -1).double()
+
+
+def set_weight_matrix(mod: nn.Module, out: slice, w: torch.Tensor) -> None:
+    with torch.no_grad():
+        if is_conv1d(mod):
+            mod.weight[:, out] = w.t().to(mod.weight.dtype)
+        else:
+            mod.weight[out] = w.reshape(mod.weight[out].shape).to(mod.weight.dtype)
+
+
+def ensure_bias(mod: nn.Module) -> torch.Tensor:
+    """The layer's bias, created as zeros if absent (compensation needs somewhere to put the mean)."""
+    if mod.bias is None:
+        n_out = mod.weight.shape[1] if is_conv1d(mod) else mod.weight.shape[0]
+        mod.bias = nn.Parameter(torch.zeros(n_out, dtype=mod.weight.dtype))
+    return mod.bias
+
+
+def _rows(mod: nn.Module, x: torch.Tensor, ch: slice) -> torch.Tensor:
+    """The block's input as (rows, cols)."""
+    if isinstance(mod, nn.Conv2d):
+        pad = mod.padding if not isinstance(mod.padding, str) else _same_padding(mod)
+        if mod.padding_mode != "zeros":  # reflect/replicate/circular: pad like the layer does, then unfold
+            x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode), (0, 0)
+        cols = F.unfold(x[:, ch], mod.kernel_size, dilation=mod.dilation, padding=pad, stride=mod.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x[..., ch].reshape(-1, ch.stop - ch.start)
+
+
+def _same_padding(mod: nn.Conv2d):
+    if mod.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for k, d in zip(mod.kernel_size, mod.dilation))
+
+
+class _Stop(Exception):
+    """Raised from a hook once every watched layer has seen its input: the rest of the forward is not needed."""
+
+
+def capture(model: nn.Module, layers: dict[str, nn.Module], batches: Sequence[tuple], max_rows: int,
+            seed: int = 0) -> dict[str, list[BlockStats]]:
+    """Run `batches` through `model` and accumulate BlockStats for every layer in `layers` (name -> module)."""
+    stats = {name: [BlockStats(o, c, k, None, None) for o, c, k in blocks(mod)] for name, mod in layers.items()}
+    per_batch = max(16, max_rows // max(1, len(batches)))
+    seen: set[str] = set()
+    handles = []
+
+    def make_hook(name):
+        def hook(mod, args):
+            x = args[0].detach()
+            gen = torch.Generator().manual_seed(seed + len(seen))
+            idx = None
+            for st in stats[name]:
+                rows = _rows(mod, x, st.ch)
+                if idx is None and rows.shape[0] > per_batch:
+                    idx = torch.randperm(rows.shape[0], generator=gen)[:per_batch]
+                rows = (rows if idx is None else rows[idx]).double()
+                if st.G is None:
+                    st.G = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64)
+                    st.s = torch.zeros(rows.shape[1], dtype=torch.float64)
+                st.G += rows.t() @ rows
+                st.s += rows.sum(0)
+                st.n += rows.shape[0]
+            seen.add(name)
+            if len(seen) == len(layers):
+                raise _Stop
+        return hook
+
+    for name, mod in layers.items():
+        handles.append(mod.register_forward_pre_hook(make_hook(name)))
+    try:
+        with torch.no_grad():
+            for args in batches:
+                seen.clear()
+                try:
+                    model(*args)
+                except _Stop:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n, st in stats.items() if st[0].G is None]
+    if missing:
+        from edgeprune.errors import PruningError
+
+        raise PruningError(f"layer(s) {', '.join(missing)} never ran on the calibration data",
+                           hint=f"add them to ignore=, e.g. ignore=['{missing[0]}']")
+    return stats
+
+
+def unit_columns(units: list[list[int]], st: BlockStats) -> dict[int, torch.Tensor]:
+    """unit -> its matrix columns inside this block (units whose features lie outside the block are absent)."""
+    out = {}
+    for j, feats in enumerate(units):
+        cols = [(f - st.ch.start) * st.per_ch + k for f in feats if st.ch.start <= f < st.ch.stop for k in range(st.per_ch)]
+        if cols:
+            out[j] = torch.tensor(cols, dtype=torch.long)
+    return out
