@@ -1,0 +1,176 @@
+"""Loading device profiles: shipped names (package data `edgeprune.hw_profiles`), YAML paths, or "host".
+
+Every failure is one ProfileError line naming the file and the field path, with a fix hint; a profile
+that breaks several rules reports all of them (joined by "; "), so one edit round fixes the file.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from edgeprune.errors import ProfileError
+from edgeprune.profile_schema import DeviceProfile
+
+PACKAGE = "edgeprune.hw_profiles"
+HOST = "host"
+_SUFFIXES = (".yaml", ".yml")
+_SCHEMA_HINT = ("correct the field(s) named above; `edgeprune profiles show jetson-agx-orin` prints a valid profile "
+                "and edgeprune/profile_schema.py lists every field")
+
+
+def profile_names() -> list[str]:
+    """Names of the shipped profiles (file stems), sorted."""
+    root = resources.files(PACKAGE)
+    return sorted(e.name.rsplit(".", 1)[0] for e in root.iterdir() if e.name.endswith(_SUFFIXES))
+
+
+def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfile:
+    """A shipped profile by name, a profile file by path (.yaml/.yml or anything with a '/'), or "host"."""
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path
+    text = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
+    if not text:
+        raise ProfileError(f"not a profile name or path: {name_or_path!r}",
+                           hint=f"use one of {', '.join(profile_names() + [HOST])} or a path to a .yaml file")
+    if text == HOST:
+        return _host()
+    if isinstance(name_or_path, os.PathLike) or text.lower().endswith(_SUFFIXES) or "/" in text or os.sep in text:
+        return load_profile_file(text)
+    return _shipped(text.strip().lower())
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Every shipped profile, sorted by name (the probed host is not included)."""
+    return [_shipped(n) for n in profile_names()]
+
+
+def load_profile_file(path: str | os.PathLike) -> DeviceProfile:
+    where = os.fspath(path)
+    p = Path(where)
+    if not p.exists():
+        raise ProfileError(f"{where}: profile file not found",
+                           hint=f"check the path, or use a shipped name ({', '.join(profile_names())})")
+    if not p.is_file():
+        raise ProfileError(f"{where}: not a file", hint="pass the path of a .yaml profile")
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ProfileError(f"{where}: cannot read profile: {err.strerror or err}", hint="check the file permissions") from err
+    return profile_from_text(_decode(raw, where), where)
+
+
+def profile_from_text(text: str, where: str = "<profile>") -> DeviceProfile:
+    """Parse YAML text (safe_load only) and validate it."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ProfileError(f"{where}: YAML syntax error{at}: {_one_line(err.problem or err)}",
+                           hint="fix the YAML syntax (indentation, quotes, ':' after keys)") from err
+    except Exception as err:  # PyYAML constructors raise plain ValueError/TypeError/RecursionError on odd scalars
+        raise ProfileError(f"{where}: cannot parse YAML: {type(err).__name__}: {_one_line(err)}",
+                           hint="quote unusual scalars (dates, very long or nested values)") from err
+    if data is None:
+        raise ProfileError(f"{where}: profile file is empty", hint="write a YAML mapping with name, vendor, kind, ...")
+    return profile_from_mapping(data, where)
+
+
+def profile_from_mapping(data: Any, where: str = "<profile>") -> DeviceProfile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: top level is a {type(data).__name__}, expected a mapping of profile fields",
+                           hint="start the file with 'name: ...', 'vendor: ...', 'kind: ...' (no leading '-')")
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as err:
+        raise schema_error(err, where) from None
+    except RecursionError as err:
+        raise ProfileError(f"{where}: profile is nested too deeply", hint="flatten the document") from err
+
+
+def schema_error(err: ValidationError, where: str) -> ProfileError:
+    """One ProfileError listing every problem, each with its field path; `.problems` keeps them apart."""
+    problems = validation_problems(err)
+    text = "; ".join(f"field '{path}': {msg}" if path else msg for path, msg in problems)
+    out = ProfileError(f"{where}: {text}", hint=_SCHEMA_HINT)
+    out.problems = problems
+    out.where = where
+    return out
+
+
+def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    errors = err.errors()
+    for e in errors:
+        loc = [_loc_part(part) for part in e["loc"]]
+        if e["type"] == "too_short" and any(len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"]
+                                            for o in errors):
+            continue  # pydantic also calls a list "too short" when one of its items failed: only noise
+        ctx = e.get("ctx") or {}
+        if e["type"] == "profile_consistency" and "problems" in ctx:
+            base = ".".join(loc)
+            out.extend((f"{base}.{path}" if base else path, msg) for path, msg in ctx["problems"])
+            continue
+        msg = _one_line(e["msg"]).removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":
+            loc, msg = loc[:-1], f"bad key: {msg}"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (not in the profile schema; check the spelling)"
+        elif e["type"] != "missing" and not isinstance(e.get("input"), (dict, list, tuple)):
+            got = repr(e.get("input"))
+            if "v" not in ctx:  # our own messages (ctx 'v') already quote the value
+                msg += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
+        out.append((".".join(loc), _one_line(msg)))
+    return out
+
+
+def _loc_part(part: Any) -> str:
+    text = str(part)
+    return text if text.isprintable() else repr(text)[1:-1]  # a key holding a newline must not break the line
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"{where}: not UTF-8 text (byte {err.start})", hint="save the profile as UTF-8 YAML") from err
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped(name: str) -> DeviceProfile:
+    names = profile_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise ProfileError(f"unknown device profile '{name}' (available: {', '.join(names + [HOST])})",
+                           hint=f"{guess}use one of the available names, or a path to a .yaml file")
+    where = f"hw_profiles/{name}.yaml"
+    entry = next(e for e in resources.files(PACKAGE).iterdir() if e.name in (f"{name}.yaml", f"{name}.yml"))
+    profile = profile_from_text(_decode(entry.read_bytes(), where), where)
+    if profile.name != name:
+        raise ProfileError(f"{where}: field 'name': '{profile.name}' differs from the file name",
+                           hint=f"set name: {name}, or rename the file")
+    return profile
+
+
+@functools.lru_cache(maxsize=1)
+def _host() -> DeviceProfile:
+    # the machine does not change while the process runs; probing twice costs an nvidia-smi call
+    from edgeprune.probe import probe_host
+
+    return probe_host()
+
+
+__all__ = ["DeviceProfile", "load_profile", "load_profile_file", "list_profiles", "profile_names",
+           "profile_from_text", "profile_from_mapping", "schema_error", "validation_problems"]
