@@ -1,0 +1,86 @@
+"""Vocabulary of device profiles: known runtimes, precisions, units, and the constrained field types.
+
+Kept apart from the models (edgeprune.profile_schema) so that other modules can check a runtime or
+precision name without pulling in the whole schema.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+RUNTIMES = ("tensorrt", "onnxruntime", "openvino", "torch", "tflite", "executorch", "rknn", "hailort", "edgetpu",
+            "qnn", "coreml", "vela")
+RUNTIME_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch",
+                   "torch-cuda": "torch", "litert": "tflite"}
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int16", "int8", "int4")
+PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16", "f16": "fp16",
+                     "bfloat16": "bf16", "uint8": "int8", "u8": "int8", "i8": "int8", "qint8": "int8", "quint8": "int8"}
+KINDS = ("cpu", "gpu", "npu")
+DEVICES = ("cpu", "gpu", "npu", "dla")
+CONFIDENCES = ("V", "M", "D", "unconfirmed")
+VERDICTS = ("yes", "memory-only", "no")
+PATTERN_KINDS = ("channel", "nm", "block", "unstructured")
+
+COMPUTE_UNITS = {"TOPS": 1e12, "TFLOPS": 1e12, "GOPS": 1e9, "GFLOPS": 1e9, "POPS": 1e15, "PFLOPS": 1e15}
+BANDWIDTH_UNITS = {"GB/s": 1e9, "TB/s": 1e12, "MB/s": 1e6, "GiB/s": 2.0**30}
+SIZE_UNITS = {"GB": 1e9, "GiB": 2.0**30, "TB": 1e12, "MB": 1e6, "MiB": 2.0**20}
+
+_VERSION = re.compile(r"^\d+(\.\d+){0,4}(\.?(a|b|rc|post|dev)\d*)*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def canonical_runtime(name: str) -> str:
+    key = str(name).strip().lower()
+    return RUNTIME_ALIASES.get(key, key)
+
+
+def canonical_precision(name: str) -> str:
+    key = str(name).strip().lower()
+    return PRECISION_ALIASES.get(key, key)
+
+
+def _version(value: Any) -> Any:
+    # YAML reads an unquoted 10.10 as the float 10.1: refuse numbers rather than guess the version
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise PydanticCustomError("version_number", "write the version as a quoted string, e.g. \"{v}\" (YAML turns "
+                                  "unquoted 10.10 into the number 10.1)", {"v": value})
+    return value
+
+
+def _check_version(value: str) -> str:
+    if not _VERSION.match(value):
+        raise PydanticCustomError("version", "'{v}' is not a version string like '10.3', '2024.4' or '1.17.0'",
+                                  {"v": value})
+    return value
+
+
+def _verdict(value: Any) -> Any:
+    # YAML 1.1 reads unquoted yes/no/true/false as booleans
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no"
+    return value
+
+
+def check_profile_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise PydanticCustomError("profile_name", "'{v}' is not a profile name: use lower-case letters, digits, '.', '_' "
+                                  "and '-' (e.g. 'jetson-agx-orin')", {"v": value})
+    return value
+
+
+Text = Annotated[str, Field(strict=True, min_length=1, max_length=4000)]
+Token = Annotated[str, Field(strict=True, pattern=r"^[a-z0-9][a-z0-9_.:+-]*$", max_length=64)]
+PosInt = Annotated[int, Field(strict=True, gt=0)]
+Fraction = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
+Version = Annotated[str, BeforeValidator(_version), Field(strict=True), AfterValidator(_check_version)]
+Verdict = Annotated[Literal[VERDICTS], BeforeValidator(_verdict)]
+Confidence = Literal[CONFIDENCES]
+RuntimeName = Literal[RUNTIMES]
+Precision = Literal[PRECISIONS]
+DeviceName = Literal[DEVICES]
+FigureKey = Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
