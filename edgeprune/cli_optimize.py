@@ -93,8 +93,10 @@ def _summary_table(result) -> Table:
 @click.option("--importance", default="numerical", show_default=True)
 @click.option("--threads", type=int)
 @click.option("-o", "--output", "outdir", default="edgeprune-out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False),
+              help="Also pack OUTDIR into a deployable NAME.tar.gz (see `edgeprune bundle`).")
 def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, eval_spec, max_drop, recover_steps,
-                 importance, threads, outdir):
+                 importance, threads, outdir, bundle_path):
     """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, validate, measure."""
     from edgeprune.models import load_model
     from edgeprune.optimize import optimize
@@ -102,6 +104,8 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
 
     if speedup is None and latency_ms is None and macs_ratio is None:
         speedup = 1.5
+    if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
+        raise ConfigError(f"--bundle {bundle_path} must end in .tar.gz", hint="e.g. --bundle model.tar.gz")
     evaluate = _load_eval(eval_spec)
     loaded = load_model(model, input_shapes)
     if loaded.module is None:
@@ -119,6 +123,11 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
                           progress=lambda msg: status.update(msg))
         status.update("writing the output folder")
         write_outdir(result, outdir, loaded.name)
+        if bundle_path:
+            from edgeprune.bundle import build_bundle
+
+            status.update("packing the bundle")
+            build_bundle(outdir, bundle_path, name=loaded.name)
     console.print(_summary_table(result))
     last = result.attempts[-1]
     console.print(f"{len(result.attempts)} attempt(s); last: {last.note}. Prediction error "

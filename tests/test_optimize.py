@@ -91,13 +91,18 @@ def test_cli_writes_outdir(tmp_path):
     out = tmp_path / "out"
     spec = f"{__file__}:cli_model"
     result = CliRunner().invoke(main, ["optimize", spec, "--profile", "host", "--speedup", "1.3", "--max-drop", "100",
-                                       "--threads", "1", "-o", str(out)])
+                                       "--threads", "1", "-o", str(out), "--bundle", str(tmp_path / "b.tar.gz")])
     assert result.exit_code == 0, result.output
     for name in ("plan.json", "model.onnx", "model.xml", "model.bin", "report.json", "report.html", "report.md"):
         assert (out / name).is_file(), name
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema"] == "edgeprune.report/1" and doc["speedups"][0]["rounds"] == 5
     assert "speedup" in result.output
+    import tarfile
+
+    with tarfile.open(tmp_path / "b.tar.gz") as tf:
+        members = tf.getnames()
+    assert any(m.endswith("manifest.json") for m in members) and any(m.endswith("model.onnx") for m in members)
     applied = tmp_path / "applied.onnx"
     result = CliRunner().invoke(main, ["apply", str(out / "plan.json"), spec, "-o", str(applied)])
     assert result.exit_code == 0, result.output
