@@ -1,4 +1,115 @@
 """`edgeprune prune` (structured pruning) CLI commands."""
 from __future__ import annotations
 
-COMMANDS: list = []
+from pathlib import Path
+
+import click
+
+from edgeprune.errors import ConfigError
+
+
+def load_calib(path: str, input_names: list[str]):
+    """Calibration inputs from .pt/.pth (tensor, tuple or list of tuples), .npy (one array) or .npz (by input name)."""
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"calibration file not found: {p}", hint="pass a .pt, .npy or .npz file")
+    try:
+        if p.suffix in (".pt", ".pth"):
+            return torch.load(p, weights_only=True)
+        if p.suffix == ".npy":
+            return torch.from_numpy(np.load(p))
+        if p.suffix == ".npz":
+            data = np.load(p)
+            keys = [n for n in input_names if n in data.files] or list(data.files)
+            return tuple(torch.from_numpy(data[k]) for k in keys)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"cannot read calibration data {p}: {err}", hint="save it with torch.save or numpy.save") from err
+    raise ConfigError(f"calibration file {p} must be .pt, .pth, .npy or .npz", hint="e.g. torch.save((input_ids, mask), 'calib.pt')")
+
+
+@click.command("prune")
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned model (.pt2 ExportedProgram).")
+@click.option("--ratio", default=0.5, show_default=True, type=float, help="Fraction of units to remove, in [0, 1).")
+@click.option("--unit", default="auto", show_default=True, type=click.Choice(["auto", "channels", "heads", "ffn"]))
+@click.option("--importance", default="numerical", show_default=True,
+              help="numerical | magnitude | l1 | l2 | wanda | random (taylor needs a loss: Python API).")
+@click.option("--scope", default="local", show_default=True, type=click.Choice(["local", "global"]))
+@click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="Calibration inputs (.pt/.npy/.npz); default: example inputs.")
+@click.option("--n-calib", default=128, show_default=True, type=int, help="Calibration samples used.")
+@click.option("--no-compensate", is_flag=True, help="Skip the least-squares refit of consumer layers.")
+@click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
+@click.option("--profile", "profile_name", help="Device profile whose channel multiple kept widths are rounded to.")
+@click.option("--ignore", multiple=True, metavar="NAME", help="Module name or glob to leave untouched (repeat).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="SPEC", help="Input shape, e.g. 1x3x224x224 (repeat per input).")
+@click.option("--seq-len", default=128, show_default=True, type=int, help="Sequence length of HF example inputs.")
+@click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
+@click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write validated OpenVINO IR (needs --export).")
+def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, n_calib, no_compensate, round_to, profile_name,
+              ignore, input_shapes, seq_len, onnx_path, ov_path):
+    """Structured pruning of MODEL with compensation; writes a physically smaller model."""
+    import time
+
+    import torch
+
+    from edgeprune._io import atomic_path
+    from edgeprune.cli_run import console, stage
+    from edgeprune.counting import count
+    from edgeprune.models import load_model
+    from edgeprune.pruning import StructuredConfig, prune
+
+    if not output.endswith(".pt2"):
+        raise ConfigError(f"--output {output} must end in .pt2", hint="e.g. -o pruned.pt2")
+    if onnx_path and not onnx_path.endswith(".onnx"):
+        raise ConfigError(f"--export {onnx_path} must end in .onnx", hint="e.g. --export pruned.onnx")
+    if ov_path and (not onnx_path or not ov_path.endswith(".xml")):
+        raise ConfigError("--openvino needs --export and a path ending in .xml", hint="--export m.onnx --openvino m.xml")
+    if importance == "taylor":
+        raise ConfigError("importance 'taylor' needs a loss function", hint="use the Python API: prune(..., loss_fn=...)")
+    profile = None
+    if profile_name:
+        from edgeprune.profiles import load_profile
+
+        profile = load_profile(profile_name)
+    config = StructuredConfig(ratio=ratio, unit=unit, importance=importance, scope=scope, compensate=not no_compensate,
+                              round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib)
+    with stage(f"loading {model}"):
+        loaded = load_model(model, input_shapes, seq_len=seq_len)
+    if loaded.module is None:
+        raise ConfigError(f"{model} is ONNX; pruning needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
+    calib = load_calib(calib_path, loaded.input_names) if calib_path else None
+    before = count(loaded.module, loaded.example_inputs)
+    t0 = time.perf_counter()
+    with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
+        pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib)
+    seconds = time.perf_counter() - t0
+    after = count(pruned, loaded.example_inputs)
+    with stage(f"saving {output}"):
+        try:
+            program = torch.export.export(pruned, tuple(loaded.example_inputs))
+        except Exception as err:  # torch.export raises many types on untraceable models
+            from edgeprune.errors import PruningError
+
+            raise PruningError(f"the pruned model does not run under torch.export: {type(err).__name__}: {str(err)[:200]}",
+                               hint="use --export to write ONNX only after fixing the model, or ignore= the failing part") from err
+        with atomic_path(output, suffix=".pt2") as tmp:
+            torch.export.save(program, str(tmp))
+    console.print(f"pruned {loaded.name} in {seconds:.1f} s: MACs {before.macs / 1e6:.1f}M -> {after.macs / 1e6:.1f}M "
+                  f"({after.macs / max(before.macs, 1):.1%}), params {before.params / 1e6:.2f}M -> {after.params / 1e6:.2f}M; wrote {output}")
+    if onnx_path:
+        from edgeprune.export import export, export_openvino, torch_outputs
+
+        with stage(f"exporting to {onnx_path} and validating on onnxruntime"):
+            export(pruned, loaded.example_inputs, onnx_path, input_names=loaded.input_names)
+        console.print(f"wrote {onnx_path} (validated on onnxruntime)")
+        if ov_path:
+            feeds = {n: t.numpy() for n, t in zip(loaded.input_names, loaded.example_inputs)}
+            with stage(f"converting to {ov_path} and validating on openvino"):
+                export_openvino(onnx_path, ov_path, reference=(torch_outputs(pruned, loaded.example_inputs), feeds))
+            console.print(f"wrote {ov_path} (validated on openvino)")
+
+
+COMMANDS = [prune_cmd]

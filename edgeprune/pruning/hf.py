@@ -75,10 +75,8 @@ def _head_group(model, name, attn, producers, o_name, o_mod, d, heads, out_slice
         cols = [h * d + c for h in idxs for c in range(d)]
         n_now = int(getattr(attn, "_ep_heads"))
         for _, mod, offsets in producers:
-            width = n_now * d
             gone = [off + c for off in offsets for c in cols]
             keep_outputs(mod, _keep(_out_features(mod), gone))
-            del width
         keep_inputs(o_mod, _keep(n_now * d, cols))
         kept = n_now - len(idxs)
         attn._ep_heads = kept

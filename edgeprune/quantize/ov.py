@@ -1,0 +1,156 @@
+"""OpenVINO INT8 with NNCF: post-training quantization, its accuracy-controlled variant, weight compression.
+
+The ONNX model is converted to an OpenVINO model in memory, quantized by NNCF, then saved as IR
+(.xml + .bin) with ov.save_model. Transformers get model_type=TRANSFORMER: NNCF then keeps
+LayerNorm/Softmax/GELU paths in float and uses SmoothQuant — the difference between a usable and a
+broken INT8 BERT. NPU profiles get weight-only compression for transformers (the NPU computes in FP16
+with 8-bit weights; activations of attention are the part that loses accuracy on it).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edgeprune._io import atomic_path
+from edgeprune.errors import BackendUnavailable, ConfigError, ExportError
+
+WEIGHT_MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
+
+
+@dataclasses.dataclass(frozen=True)
+class OvQuantConfig:
+    model_type: str = "auto"  # auto (detect from the graph) | transformer | cnn
+    preset: str | None = None  # performance | mixed; None = NNCF's default (mixed for transformers)
+    subset_size: int = 300  # NNCF caps calibration at this many samples (we pass at most len(calib))
+    fast_bias_correction: bool = True
+    ignored_types: tuple[str, ...] = ()  # OpenVINO op types left in float
+    ignored_names: tuple[str, ...] = ()
+    weight_compression: str | None = None  # int8_asym | int8_sym | int4_sym | int4_asym: weights only, no calibration of activations
+    max_drop: float | None = None  # with an evaluation function: nncf.quantize_with_accuracy_control
+
+    def __post_init__(self):
+        if self.model_type not in ("auto", "transformer", "cnn"):
+            raise ConfigError(f"model_type '{self.model_type}' is unknown", hint="use auto, transformer or cnn")
+        if self.preset not in (None, "performance", "mixed"):
+            raise ConfigError(f"NNCF preset '{self.preset}' is unknown", hint="use performance or mixed")
+        if self.weight_compression not in (None, *WEIGHT_MODES):
+            raise ConfigError(f"weight compression '{self.weight_compression}' is unknown", hint=f"use one of {', '.join(WEIGHT_MODES)}")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise ConfigError(f"max_drop {self.max_drop} is outside [0, 1)", hint="e.g. 0.01 for one point of accuracy")
+
+
+def require_nncf() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailable("OpenVINO INT8 needs openvino", hint="pip install 'edgeprune[openvino]'")
+    if importlib.util.find_spec("nncf") is None:
+        raise BackendUnavailable("OpenVINO INT8 needs NNCF", hint="pip install nncf")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """NNCF prints progress bars and INFO lines per algorithm step; keep them out of the user's terminal."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def is_transformer(ov_model) -> bool:
+    """Softmax next to MatMuls with integer inputs, or any attention op: NNCF's transformer scheme applies."""
+    types = {op.get_type_name() for op in ov_model.get_ops()}
+    int_inputs = any(p.get_element_type().is_integral() for p in ov_model.inputs)
+    return "ScaledDotProductAttention" in types or ("Softmax" in types and "MatMul" in types and (int_inputs or "MVN" in types))
+
+
+def read_model(source: str | os.PathLike):
+    import openvino as ov
+
+    try:
+        return ov.Core().read_model(str(source)) if str(source).endswith(".xml") else ov.convert_model(str(source))
+    except Exception as err:  # the converter raises its own exception types
+        raise ExportError(f"OpenVINO could not read {source}: {type(err).__name__}: {err}") from err
+
+
+def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=None, config: OvQuantConfig = OvQuantConfig(), *,
+                evaluate: Callable[[Any, Iterable[Any]], float] | None = None, eval_data: Iterable[Any] | None = None) -> dict[str, Any]:
+    """Quantize an ONNX/IR model with NNCF and save INT8 IR at `xml_out` (.bin beside it)."""
+    require_nncf()
+    import nncf
+
+    model = read_model(source)
+    transformer = config.model_type == "transformer" or (config.model_type == "auto" and is_transformer(model))
+    info: dict[str, Any] = {"tool": f"nncf {nncf.__version__}", "model_type": "transformer" if transformer else "cnn"}
+    ignored = None
+    if config.ignored_types or config.ignored_names:
+        ignored = nncf.IgnoredScope(types=list(config.ignored_types), names=list(config.ignored_names), validate=False)
+    if config.weight_compression:
+        mode = nncf.CompressWeightsMode(config.weight_compression)
+        kwargs = {"ratio": 1.0, "group_size": -1} if mode.value.startswith("int4") else {}
+        with _quiet():
+            model = nncf.compress_weights(model, mode=mode, ignored_scope=ignored, **kwargs)
+        info.update(method="weight compression", weight_mode=mode.value)
+        return _save(model, xml_out, info)
+    if calib is None:
+        raise ConfigError("OpenVINO INT8 quantization needs calibration data", hint="pass --calib, or use weight compression")
+    from edgeprune.calibration import CalibrationData, InputSpec
+
+    specs = [InputSpec(p.get_any_name(), tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()),
+                       p.get_element_type().to_dtype().name) for p in model.inputs]
+    data = CalibrationData.load(calib).bind(specs)
+    static_batch = specs[0].shape[0] if specs and isinstance(specs[0].shape[0], int) else 1
+    feeds = data.feeds(batch_size=static_batch)
+    dataset = nncf.Dataset(feeds)
+    kwargs: dict[str, Any] = {"subset_size": min(config.subset_size, len(feeds)), "fast_bias_correction": config.fast_bias_correction,
+                              "ignored_scope": ignored}
+    if transformer:
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    if config.preset:
+        kwargs["preset"] = nncf.QuantizationPreset(config.preset)
+    info.update(calibration_samples=len(data), subset_size=kwargs["subset_size"])
+    try:
+        with _quiet():
+            if evaluate is not None and config.max_drop is not None:
+                if eval_data is None:
+                    raise ConfigError("accuracy control needs evaluation data", hint="pass eval_data= with the evaluation function")
+                model = nncf.quantize_with_accuracy_control(model, dataset, nncf.Dataset(list(eval_data)), evaluate,
+                                                            max_drop=config.max_drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+                info.update(method="nncf.quantize_with_accuracy_control", max_drop=config.max_drop)
+            else:
+                model = nncf.quantize(model, dataset, **kwargs)
+                info["method"] = "nncf.quantize (PTQ)"
+    except (ConfigError, ExportError):
+        raise
+    except Exception as err:  # NNCF wraps runtime failures in many types; name the cause in one line
+        raise ExportError(f"NNCF quantization failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                          hint="check the model compiles on OpenVINO; try model_type or ignored types") from err
+    return _save(model, xml_out, info)
+
+
+def to_fp16_ir(source: str | os.PathLike, xml_out: str | os.PathLike) -> dict[str, Any]:
+    """FP16-compressed IR: weights stored as f16 (half the .bin); the device picks its own math precision."""
+    model = read_model(source)
+    return _save(model, xml_out, {"method": "ov.save_model(compress_to_fp16=True)"}, fp16=True)
+
+
+def _save(model, xml_out: str | os.PathLike, info: dict[str, Any], fp16: bool = False) -> dict[str, Any]:
+    import openvino as ov
+
+    xml_out = Path(xml_out)
+    if xml_out.suffix != ".xml":
+        raise ConfigError(f"OpenVINO output {xml_out} must end in .xml", hint="e.g. -o model_int8.xml (the .bin goes beside it)")
+    with atomic_path(xml_out, suffix=".xml") as tmp:
+        ov.save_model(model, str(tmp), compress_to_fp16=fp16)
+        os.replace(tmp.with_suffix(".bin"), xml_out.with_suffix(".bin"))
+    info["fake_quantize_ops"] = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    return info
