@@ -171,14 +171,15 @@ class LatencyTable:
         return write_text_atomic(path or self.cache_path(), self.to_json())
 
 
-def open_table(profile: str, runtime: str, threads: int | None = None) -> LatencyTable:
-    """The on-disk cached table for (profile, runtime, installed version, threads), empty if none yet."""
+def open_table(profile: str, runtime: str, threads: int | None = None, fresh: bool = False) -> LatencyTable:
+    """The on-disk cached table for (profile, runtime, installed version, threads), empty if none yet
+    (or if `fresh`: then measuring overwrites the cache)."""
     from edgeprune.backends import get_backend_class
 
     version = get_backend_class(runtime).version()
     table = LatencyTable(profile, runtime, version, threads, "measured")
     path = table.cache_path()
-    if path.is_file():
+    if path.is_file() and not fresh:
         try:
             cached = LatencyTable.load(path)
             table.entries.update(cached.entries)
@@ -189,8 +190,9 @@ def open_table(profile: str, runtime: str, threads: int | None = None) -> Latenc
 
 def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *, profile: str = "host",
                    threads: int | None = None, iters: int = 30, rounds: int = 3, table: LatencyTable | None = None,
-                   save: bool = True) -> LatencyTable:
-    """Time each shape alone on `runtime` (p50 seconds); shapes already in the cache are not re-timed."""
+                   save: bool = True, fresh: bool = False) -> LatencyTable:
+    """Time each shape alone on `runtime` (p50 seconds); shapes already in the cache are not re-timed
+    unless `fresh` (used when the cached table disagrees with a whole-model measurement)."""
     import tempfile
 
     import onnx
@@ -198,7 +200,7 @@ def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *
     from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.bench import measure
 
-    table = table or open_table(profile, runtime, threads)
+    table = table or open_table(profile, runtime, threads, fresh=fresh)
     todo = [s for s in dict.fromkeys(shapes) if table.get(s) is None]
     with tempfile.TemporaryDirectory() as tmp:
         for i, shape in enumerate(todo):

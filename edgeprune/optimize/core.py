@@ -100,7 +100,7 @@ def _outputs(model: torch.nn.Module, batches: Sequence[tuple]) -> list[np.ndarra
 
 
 def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads: int | None, max_candidates: int,
-                 step_for: Callable[[Any], int]):
+                 step_for: Callable[[Any], int], fresh: bool = False):
     """Per-layer seconds for every width the planner may pick: measured table or roofline."""
     shapes: set[LayerShape] = set()
     for g in groups:
@@ -109,7 +109,7 @@ def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads
             shapes.update(shapes_at(records[g.name], g.n_units - k))
     if measured:
         table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=getattr(profile, "name", "host"),
-                               threads=threads, iters=20, rounds=3)
+                               threads=threads, iters=20, rounds=3, fresh=fresh)
         return lambda s: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
     roof = roofline_for(profile, "fp32", runtime)
     return roof.layer_s
