@@ -171,6 +171,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         for o in lost[: max(1, len(lost) // 4)]:
             keep[o.name] = o.width
             frozen.add(o.name)
+    last = attempts[-1]
+    if not last.accepted:
+        last.note = (f"drop {last.drop:.2f} > max_drop {max_drop} after {len(attempts)} attempt(s): no configuration met both; "
+                     "returned the last (least pruned) one. Raise --max-drop, lower --speedup or add --recover-steps")
     final_plan = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]], predicted_ms=g["predicted_ms_dense"]
                                                         if keep[g["name"]] == g["width"] else g["predicted_ms"])
                                                    for g in plan.groups], predicted_s=attempts[-1].predicted_ms / 1e3)
