@@ -9,7 +9,7 @@ their channel count (and groups) follow the group.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -30,9 +30,13 @@ def _is_conv1d(mod: nn.Module) -> bool:  # HF GPT-2 Conv1D: y = x @ W + b, W (in
     return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
 
 
+SEQ_KEY = "#seq"  # suffix of the entries that record (batch, sequence length) of a Linear's 3-D input
+
+
 def record_shapes(model: nn.Module, modules: dict[str, nn.Module], example_inputs: tuple) -> dict[str, LayerShape]:
-    """Dense LayerShape of every named module, from one forward pass."""
-    seen: dict[str, LayerShape] = {}
+    """Dense LayerShape of every named module, from one forward pass (plus name+SEQ_KEY -> (batch, seq)
+    for Linears fed (batch, seq, features), which the attention matmuls of a heads group need)."""
+    seen: dict[str, Any] = {}
 
     def make_hook(name):
         def hook(mod, args, out):
@@ -44,6 +48,8 @@ def record_shapes(model: nn.Module, modules: dict[str, nn.Module], example_input
                                         kh, mod.groups, h)
             elif isinstance(mod, nn.Linear):
                 seen[name] = LayerShape(x.numel() // mod.in_features, mod.in_features, mod.out_features)
+                if x.dim() == 3:
+                    seen[name + SEQ_KEY] = (int(x.shape[0]), int(x.shape[1]))
             elif _is_conv1d(mod):
                 k = mod.weight.shape[0]
                 seen[name] = LayerShape(x.numel() // k, k, mod.nf)
@@ -79,7 +85,24 @@ def group_layers(group, shapes: dict[str, LayerShape]) -> list[LayerRecord]:
             feats *= shape.kernel * shape.kernel / shape.groups
         prev = recs.get(c.name)
         recs[c.name] = LayerRecord(c.name, shape, n_per_unit=prev.n_per_unit if prev else 0.0, k_per_unit=feats)
+    if group.kind == "heads":
+        recs.update(_attention_matmuls(group, shapes))
     return list(recs.values())
+
+
+def _attention_matmuls(group, shapes: dict[str, Any]) -> dict[str, LayerRecord]:
+    """Q.K^T and P.V of a heads group as GEMMs: their cost shrinks with every head removed, so they
+    belong to the group's latency curve, not to the fixed remainder of the model.
+    scores: b*h*s*s*d MACs = (b*s x d) @ (d x s*h); context: (b*s x s) @ (s x d*h)."""
+    for p in group.producers:
+        bs = shapes.get(p.name + SEQ_KEY)
+        if bs is None:
+            continue
+        b, seq = bs
+        d, h = group.unit_width, group.n_units
+        return {p.name + "#scores": LayerRecord(p.name + "#scores", LayerShape(b * seq, d, seq * h), n_per_unit=seq),
+                p.name + "#context": LayerRecord(p.name + "#context", LayerShape(b * seq, seq, d * h), n_per_unit=d)}
+    return {}
 
 
 def shapes_at(records: list[LayerRecord], removed_units: int) -> list[LayerShape]:
