@@ -41,6 +41,24 @@ def _pick_runtime(profile, runtime: str | None, on_host: bool) -> str:
     return chosen or "onnxruntime"
 
 
+def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, threads, say):
+    """Re-time the dense-width layers now and scale a cached table to the machine's current speed.
+
+    A table cached on a quiet machine and a dense model timed under load (or the reverse) would make
+    the untouched remainder (dense - layers) look far larger or smaller than it is.
+    """
+    from edgeprune.latency import measure_layers
+
+    dense_shapes = sorted({r.shape for g in groups for r in records[g.name]}, key=lambda s: s.key())
+    now = measure_layers(dense_shapes, runtime, threads=threads, iters=20, rounds=3, fresh=True, save=False)
+    fresh_cost = _joint_cost(groups, records, {}, lambda s: now.get(s))
+    factor = fresh_cost / dense_cost if dense_cost > 0 else 1.0
+    if abs(factor - 1.0) <= 0.1:
+        return layer_s, dense_cost
+    say(f"machine speed differs from the cached latency table by {factor:.2f}x: rescaling it")
+    return (lambda s, _f=layer_s: factor * _f(s)), dense_cost * factor
+
+
 def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
              speedup: float | None = None, latency_ms: float | None = None, macs_ratio: float | None = None,
              calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
@@ -105,6 +123,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         sess = get_backend(runtime, BackendOptions(threads=threads)).compile(dense_onnx)
         dense_ms = benchmark_sessions([("dense", sess, sess.prepare_inputs(feeds))], warmup=10, iters=iters // 2,
                                       rounds=rounds)[0].stats.p50
+        layer_s, dense_cost = _rescale_to_now(groups, records, layer_s, dense_cost, runtime, threads, say)
         if dense_cost > 1.1 * dense_ms / 1e3:
             # The touched layers alone cannot cost more than the whole model: the (cached) table was
             # measured under other load or on another setup. Re-measure it rather than plan on it.
