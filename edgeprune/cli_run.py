@@ -115,8 +115,19 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
 @click.option("--rounds", default=5, show_default=True, type=int, help="Interleaved rounds (spread of the speedup).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write results as Markdown.")
-def bench_cmd(models, backends, input_shapes, batch, threads, warmup, iters, seconds, rounds, json_path, md_path):
+@click.option("--remote", metavar="USER@HOST[:PORT]",
+              help="Run a bundle (the one MODEL, a .tar.gz) on this device over SSH; same as `edgeprune bench-remote`.")
+@click.pass_context
+def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters, seconds, rounds, json_path, md_path, remote):
     """Benchmark MODEL [MODEL2 ...] on real runtimes; with no MODEL, the packaged MiniLM-L6 on ORT and OpenVINO."""
+    if remote:
+        if len(models) != 1 or not models[0].endswith((".tar.gz", ".tgz")):
+            raise ConfigError("--remote runs exactly one bundle", hint="edgeprune bench --remote user@host model.tar.gz")
+        from edgeprune.cli_deploy import bench_remote_cmd
+
+        return ctx.invoke(bench_remote_cmd, target=remote, bundle=models[0], warmup=warmup, iters=iters, seconds=seconds,
+                          rounds=rounds, threads=threads, batch=batch, output=json_path,
+                          backend=backends[0] if backends else "auto")
     from edgeprune._io import write_text_atomic
     from edgeprune.bench import benchmark_sessions, compare
     from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line

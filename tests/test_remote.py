@@ -124,3 +124,11 @@ def test_bench_remote_failures_are_one_line(sshd, bundle, tmp_path, case, fragme
     lines = [l for l in result.output.splitlines() if l.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
     assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_remote_option_delegates(tmp_path, bundle):
+    # `edgeprune bench --remote` is the same command as bench-remote: a bad target fails before any ssh
+    result = CliRunner().invoke(main, ["bench", "--remote", "-oProxyCommand=x", str(bundle)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["bench", "--remote", "user@127.0.0.1", "a.onnx"])
+    assert result.exit_code == 2 and "exactly one bundle" in result.output
