@@ -196,7 +196,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                      "returned the last (least pruned) one. Raise --max-drop, lower --speedup or add --recover-steps")
     final_plan = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]], predicted_ms=g["predicted_ms_dense"]
                                                         if keep[g["name"]] == g["width"] else g["predicted_ms"])
-                                                   for g in plan.groups], predicted_s=attempts[-1].predicted_ms / 1e3)
+                                                   for g in plan.groups],
+                                     # the planner's own prediction, in the same units as budget_s (the
+                                     # attempts carry the one anchored to the dense model timed beside them)
+                                     predicted_s=(fixed + _joint_cost(groups, records, keep, layer_s)) * scale)
     counts = {"dense": dataclasses.asdict(base_counts), "optimized": dataclasses.asdict(count(pruned, example_inputs))}
     result = OptimizeResult(pruned, final_plan, dense_ms, attempts[-1].measured_ms, attempts[-1].speedup,
                             attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
