@@ -68,6 +68,22 @@ def make_encoder():
     return EncoderBlock().eval(), (torch.randn(2, 16, 64),)
 
 
+def one_error_line(result) -> str:
+    """A CLI user error: exit code 2, exactly one line starting with 'error: ', no traceback."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+
+    return CliRunner()
+
+
 SMALL_MODELS = {"mlp": make_mlp, "cnn": make_cnn, "encoder": make_encoder}
 
 

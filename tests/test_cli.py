@@ -7,23 +7,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import one_error_line as _one_error_line
 from edgeprune.cli import main
 
 HERE = Path(__file__).parent
 MLP = f"{HERE}/models_for_cli.py:mlp_with_inputs"
 
 
-@pytest.fixture
-def runner():
-    return CliRunner()
 
-
-def _one_error_line(result) -> str:
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_version_and_help(runner):

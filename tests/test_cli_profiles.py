@@ -7,22 +7,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import one_error_line as _one_error_line
 from edgeprune.cli import main
 from edgeprune.errors import ProfileError
 from edgeprune.profiles import load_profile, profile_from_text, profile_names
 
 
-@pytest.fixture
-def runner():
-    return CliRunner()
 
-
-def _one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_list_table(runner):

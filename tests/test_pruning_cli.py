@@ -7,17 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import one_error_line as _one_error_line
 from edgeprune.cli import main
 
 HERE = Path(__file__).parent
 CNN = f"{HERE}/conftest.py:make_cnn"
 
 
-def _one_error_line(result) -> str:
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_prune_writes_pt2_onnx_openvino(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import one_error_line as _one_error_line
 from edgeprune.cli import main
 from edgeprune.sparsity import NM
 from edgeprune.sparsity.onnx_check import check_onnx
@@ -17,17 +18,7 @@ MLP = f"{HERE}/models_for_cli.py:mlp_with_inputs"
 CNN = f"{HERE}/models_for_cli.py:cnn_only"
 
 
-@pytest.fixture
-def runner():
-    return CliRunner()
 
-
-def _one_error_line(result) -> str:
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_sparsify_writes_pt2_qdq_onnx_and_report(runner, tmp_path):
