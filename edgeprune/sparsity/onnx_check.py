@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from edgeprune.backends.trt_onnx import _constants as graph_constants
 from edgeprune.errors import ConfigError
 from edgeprune.sparsity.patterns import PatternCheck, SparsityPattern, parse_pattern, to_matrix
 
@@ -121,19 +122,13 @@ def _nonzero_matrix(arr: np.ndarray, zero_point) -> np.ndarray:
 def weight_matrices(path: str | os.PathLike, min_elements: int = 16) -> Iterable[tuple[Any, str, np.ndarray, str, bool, np.ndarray]]:
     """Yield (node, initializer name, matrix (out, K) with 0 where the weight is zero, layout, quantized, stored array)."""
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ONNX file not found: {path}", hint="check the path")
     model = onnx.load(str(path))
     graph = model.graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for a in node.attribute:
-                if a.name == "value":
-                    inits[node.output[0]] = numpy_helper.to_array(a.t)
+    inits = graph_constants(graph)  # initializers and Constant-node outputs, by tensor name
     producers = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Conv") or len(node.input) < 2:
