@@ -123,6 +123,7 @@ def main(argv=None):
     ap.add_argument("--models", default="minilm,effnet")
     ap.add_argument("--speedups", default="1.3,1.5,2.0")
     ap.add_argument("--runtimes", default="onnxruntime,openvino")
+    ap.add_argument("--name", default="optimize", help="results file stem (trial runs: not 'optimize')")
     args = ap.parse_args(argv)
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
     speedups = [float(s) for s in args.speedups.split(",")]
@@ -130,7 +131,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             rows += run(setups[key], speedups, args.runtimes.split(","), Path(tmp))
-            zoo.write_results("optimize", rows, markdown(rows), vars(args))
+            zoo.write_results(args.name, rows, markdown(rows), vars(args))
     print(markdown(rows))
 
 

@@ -227,3 +227,48 @@ class ModelLatency:
     def predict(self, layer_s: Mapping[str, float]) -> float:
         fixed = self.dense_total_s - sum(self.dense_layers_s.values())
         return max(0.0, fixed) + sum(layer_s.get(n, t) for n, t in self.dense_layers_s.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeModelFit:
+    """Monotone piecewise-linear map from the table's whole-model estimate to measured seconds.
+
+    Why: summing isolated layers misses what scales with the widths but is not a GEMM (softmax over
+    heads, GELU over FFN width, depthwise/elementwise ops, per-op dispatch), so on ONNX Runtime the
+    table over-predicts heavily pruned models (+71% at 2x on MiniLM). The fix is NetAdapt's: time the
+    whole model at a few widths (dense + uniformly pruned anchors, one interleaved run) and map the
+    table's estimate through those measurements. Outside the anchors the map is proportional.
+    """
+
+    raw_s: tuple[float, ...]  # table estimates at the anchors, increasing
+    measured_s: tuple[float, ...]  # measured p50 seconds at the same anchors, non-decreasing
+
+    @classmethod
+    def from_points(cls, points: Iterable[tuple[float, float]]) -> "WholeModelFit":
+        pts = sorted((float(r), float(m)) for r, m in points if r > 0 and m > 0)
+        if not pts:
+            raise ConfigError("no anchor measurement to fit the latency model to",
+                              hint="measure at least the dense model on the target runtime")
+        raw = [p[0] for p in pts]
+        # Noise can make a smaller anchor time higher than a larger one; the cost of a narrower model
+        # never exceeds a wider one's, so take the running max (monotone, so the map is invertible).
+        meas = list(np.maximum.accumulate([p[1] for p in pts]))
+        return cls(tuple(raw), tuple(meas))
+
+    def __call__(self, raw: float) -> float:
+        r, m = self.raw_s, self.measured_s
+        if raw <= r[0]:
+            return raw * m[0] / r[0]
+        if raw >= r[-1]:
+            return raw * m[-1] / r[-1]
+        return float(np.interp(raw, r, m))
+
+    def inverse(self, seconds: float) -> float:
+        r, m = self.raw_s, self.measured_s
+        if seconds <= m[0]:
+            return seconds * r[0] / m[0]
+        if seconds >= m[-1]:
+            return seconds * r[-1] / m[-1]
+        # np.interp needs increasing x: flat stretches (equal times) map to their first raw value
+        m_arr, idx = np.unique(np.asarray(m), return_index=True)
+        return float(np.interp(seconds, m_arr, np.asarray(r)[idx]))

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.latency import LatencyTable, LayerShape, ModelLatency, Roofline, measure_layers, open_table
+from edgeprune.latency import (LatencyTable, LayerShape, ModelLatency, Roofline, WholeModelFit, measure_layers,
+                               open_table)
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +69,27 @@ def test_imported_table_round_trip_and_bad_files(tmp_path):
         LatencyTable.load(tmp_path / "neg.json")
     with pytest.raises(ConfigError, match="not found"):
         LatencyTable.load(tmp_path / "missing.json")
+
+
+def test_whole_model_fit_maps_through_anchors_and_inverts():
+    # table says 10/6/3 ms where the whole model measured 10/5/2 ms: the table over-predicts pruned models
+    fit = WholeModelFit.from_points([(0.010, 0.010), (0.006, 0.005), (0.003, 0.002)])
+    assert fit(0.010) == pytest.approx(0.010)
+    assert fit(0.0045) == pytest.approx(0.0035)  # halfway between the 3 and 6 ms anchors
+    assert fit(0.0015) == pytest.approx(0.001)  # below the smallest anchor: proportional
+    assert fit(0.020) == pytest.approx(0.020)  # above dense: proportional
+    for raw in (0.001, 0.0035, 0.007, 0.012):
+        assert fit.inverse(fit(raw)) == pytest.approx(raw)
+
+
+def test_whole_model_fit_is_monotone_under_noise():
+    # a noisy anchor timed slower than a wider one must not make narrower models look slower
+    fit = WholeModelFit.from_points([(0.010, 0.010), (0.006, 0.011), (0.003, 0.004)])
+    assert list(fit.measured_s) == sorted(fit.measured_s)
+    assert fit(0.008) <= fit(0.010)
+    assert fit.inverse(0.0105) <= 0.010
+
+
+def test_whole_model_fit_needs_a_measurement():
+    with pytest.raises(ConfigError, match="no anchor measurement"):
+        WholeModelFit.from_points([])

@@ -208,3 +208,45 @@ def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, thre
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
     s = speedup(results[0], results[1])
     return results, {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds}
+
+
+def _uniform_keep(groups, step_for, fraction: float) -> dict[str, int]:
+    """Every group at about `fraction` of its units, on its step (the channel multiple)."""
+    keep = {}
+    for g in groups:
+        step = step_for(g)
+        keep[g.name] = g.n_units if g.n_units % step else min(g.n_units, max(step, int(round(fraction * g.n_units / step)) * step))
+    return keep
+
+
+def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: float, step_for, dense_onnx: Path,
+                runtime: str, feeds, threads, work: Path, rounds: int, iters: int, fractions=(0.7, 0.4)):
+    """WholeModelFit from the dense model and uniformly pruned anchors timed in one interleaved run.
+
+    The anchors only need the right shapes, so they are pruned by magnitude without compensation
+    (seconds); returns (fit, dense p50 seconds of this run)."""
+    from edgeprune.backends import BackendOptions, get_backend
+    from edgeprune.bench import benchmark_sessions
+    from edgeprune.export import export
+    from edgeprune.latency import WholeModelFit
+    from edgeprune.pruning import StructuredConfig, prune
+
+    raws = [fixed + _joint_cost(groups, records, {}, layer_s)]
+    paths = [dense_onnx]
+    for i, f in enumerate(fractions):
+        keep = _uniform_keep(groups, step_for, f)
+        ratios = {g.name: 1.0 - keep[g.name] / g.n_units for g in groups if keep[g.name] < g.n_units}
+        if not ratios:
+            continue
+        anchor = prune(model, example_inputs, StructuredConfig(ratio=0.0, per_layer=ratios, unit="auto",
+                                                               importance="magnitude", compensate=False))
+        paths.append(work / f"anchor_{i}.onnx")
+        export(anchor, example_inputs, paths[-1], input_names=names)
+        raws.append(fixed + _joint_cost(groups, records, keep, layer_s))
+    sessions = []
+    for i, path in enumerate(paths):
+        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
+        sessions.append((f"anchor{i}", sess, sess.prepare_inputs(feeds)))
+    results = benchmark_sessions(sessions, warmup=10, iters=max(20, iters // 2), rounds=rounds)
+    measured = [r.stats.p50 / 1e3 for r in results]
+    return WholeModelFit.from_points(zip(raws, measured)), measured[0]

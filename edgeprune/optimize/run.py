@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize.core import (Attempt, OptimizeResult, _budget_fraction, _fidelity, _joint_cost, _layer_costs,
-                                     _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
+from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
+                                     _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
 from edgeprune.optimize.shapes import group_layers, record_shapes
+from edgeprune.latency import WholeModelFit
 from edgeprune.planner import Plan, build_plan, choose_pattern
 
 MEASURABLE = ("onnxruntime", "openvino")
@@ -57,6 +58,18 @@ def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, t
         return layer_s, dense_cost
     say(f"machine speed differs from the cached latency table by {factor:.2f}x: rescaling it")
     return (lambda s, _f=layer_s: factor * _f(s)), dense_cost * factor
+
+
+def _build_plan_or_explain(options, budget: float, fixed: float, fit, total_dense: float, **kw) -> Plan:
+    """build_plan, with an unreachable budget explained in measured milliseconds (not table units)."""
+    try:
+        return build_plan(options, budget, fixed, **kw)
+    except ConfigError:
+        floor = fit(fixed + sum(o.latency_s(min(o.widths())) for o in options))
+        dense = fit(total_dense)
+        raise ConfigError(f"the budget {fit(budget) * 1e3:.3f} ms is below what even the smallest allowed model reaches "
+                          f"({floor * 1e3:.3f} ms predicted)",
+                          hint=f"ask for at most {dense / floor:.2f}x speedup or a latency >= {floor * 1e3:.3f} ms") from None
 
 
 def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
@@ -135,13 +148,20 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     fixed = max(0.0, (dense_ms / 1e3) - dense_cost) if dense_ms else 0.0
     total_dense = fixed + dense_cost
 
+    fit = WholeModelFit.from_points([(total_dense, total_dense)])  # identity: roofline / imported tables
+    if measured:
+        say(f"timing the whole model at anchor widths on {runtime} (calibrates the layer table)")
+        fit, _ = _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed, step_for, dense_onnx,
+                             runtime, feeds, threads, work, rounds, iters)
+
     say("scoring units")
     options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates)
     pattern, why = choose_pattern(profile, runtime, precision)
     options = [dataclasses.replace(o, pattern=pattern, pattern_reason=why) for o in options]
-    budget = fraction * total_dense
-    plan = build_plan(options, budget, fixed, model=model_name, profile=getattr(profile, "name", str(profile)),
-                      runtime=runtime, importance=importance)
+    # The planner works in table seconds ("raw"); the budget is in measured seconds, mapped back.
+    budget = fit.inverse(fraction * fit(total_dense))
+    plan = _build_plan_or_explain(options, budget, fixed, fit, total_dense, model=model_name,
+                                  profile=getattr(profile, "name", str(profile)), runtime=runtime, importance=importance)
     # HALP iteration: shared layers make per-group costs approximate; tighten until the joint cost fits.
     for _ in range(3):
         joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
@@ -150,8 +170,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         plan = build_plan(options, plan.budget_s - (joint - budget), fixed, model=model_name, profile=plan.profile,
                           runtime=runtime, importance=importance)
     joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
-    scale = (dense_ms / 1e3) / total_dense if dense_ms else 1.0
-    plan.predicted_s, plan.dense_predicted_s, plan.budget_s = joint * scale, total_dense * scale, budget * scale
+    plan.predicted_s, plan.dense_predicted_s, plan.budget_s = fit(joint), fit(total_dense), fraction * fit(total_dense)
 
     attempts, keep, frozen = [], plan.keep(), set()
     base_counts = count(model, example_inputs)
@@ -168,8 +187,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         export(pruned, example_inputs, pruned_onnx, input_names=names)
         # The model predicts a latency ratio; the absolute ms come from the dense model timed in the
         # same interleaved run as the candidate (the machine's speed drifts between phases).
-        ratio = (fixed + _joint_cost(groups, records, keep, layer_s)) / total_dense
-        predicted = ratio * total_dense * scale * 1e3
+        ratio = fit(fixed + _joint_cost(groups, records, keep, layer_s)) / fit(total_dense)
+        predicted = ratio * fit(total_dense) * 1e3
         measured_ms, spd, bench = None, None, []
         if measured:
             say(f"measuring dense vs optimized on {runtime}")
@@ -199,7 +218,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                                                    for g in plan.groups],
                                      # the planner's own prediction, in the same units as budget_s (the
                                      # attempts carry the one anchored to the dense model timed beside them)
-                                     predicted_s=(fixed + _joint_cost(groups, records, keep, layer_s)) * scale)
+                                     predicted_s=fit(fixed + _joint_cost(groups, records, keep, layer_s)))
     counts = {"dense": dataclasses.asdict(base_counts), "optimized": dataclasses.asdict(count(pruned, example_inputs))}
     result = OptimizeResult(pruned, final_plan, dense_ms, attempts[-1].measured_ms, attempts[-1].speedup,
                             attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
