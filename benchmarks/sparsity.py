@@ -1,19 +1,25 @@
-"""Sparsity benchmark: accuracy of magnitude / Wanda / SparseGPT, uniform vs learned allocation, and measured latency.
+"""Sparsity benchmark (issue #5): magnitude / Wanda / SparseGPT, uniform vs learned allocation, measured latency.
 
-    python benchmarks/sparsity.py [--quick]   ->  benchmarks/results/sparsity.md and .json
+    python benchmarks/sparsity.py [--only minilm|decoder|latency ...] [--quick]
+        -> benchmarks/results/sparsity.md and .json   (--quick: benchmarks/.cache/quick-results/, never committed)
 
-MiniLM-L6 (packaged): embedding cosine to the dense model on held-out sentences, and the accuracy of a
-logistic-regression probe on Rotten Tomatoes (when benchmarks/zoo.py provides the data set).
-A GPT-2-style decoder (benchmarks/zoo.py's tiny_gpt2 when present, else a 2-layer GPT-2 trained here for a
-few hundred steps): held-out perplexity for the same grid. Latency: the dense and 2:4 MiniLM on ONNX Runtime
-and OpenVINO CPU, with the per-runtime "accelerated" verdict and OpenVINO's perf-counter exec types as evidence.
-Results are written after every configuration, so an interrupted run still leaves numbers.
+Sections (each selectable; a run MERGES its sections into the existing results, so the accuracy sections and
+the latency section can be measured at different times and on different machines; each section records its
+own machine and date):
+  minilm   MiniLM-L6 (zoo.minilm): embedding cosine to the dense model on the 1000 held-out Rotten Tomatoes
+           snippets of zoo.probe_split, and a logistic probe (train 2000 / test 1000) on the sparse embeddings.
+  decoder  The GPT-2-style decoder of structured.py (zoo.trained_tiny_gpt2, same weights): val perplexity.
+  latency  Dense vs 2:4 MiniLM on ONNX Runtime and OpenVINO CPU with the per-runtime "accelerated" verdict;
+           timing-sensitive: run it on a quiet machine.
+Grid: {2:4, unstructured 50%, 70%} x {magnitude, wanda, sparsegpt} x {uniform, learned}; learned only where the
+pattern allows a per-layer ratio. The H100 2:4 GEMM numbers come from gpu_semi_structured.json (measured there).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -22,202 +28,146 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-RESULTS = HERE / "results"
-GRID = [("2:4", None)] + [("unstructured", s) for s in (0.5, 0.7)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import zoo  # noqa: E402
+from benchmarks.sparsity_md import markdown  # noqa: E402
+
+RESULTS = zoo.RESULTS
+QUICK_RESULTS = zoo.CACHE / "quick-results"  # quick runs never overwrite committed numbers
+GRID = [("2:4", None), ("unstructured", 0.5), ("unstructured", 0.7)]
 METHODS = ("magnitude", "wanda", "sparsegpt")
-
-try:  # the shared benchmark helpers (data sets, probe), written by another helper; optional here
-    import zoo  # type: ignore
-except ImportError:
-    zoo = None
+NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+NO_LEARNED_NM = "n/a: fixed 50% per group"
 
 
-# -- data and models ----------------------------------------------------------------------
-
-def sentences() -> tuple[list[str], list[int] | None, str]:
-    """(texts, labels or None, source). Rotten Tomatoes from zoo when present, else local README prose."""
-    if zoo is not None and hasattr(zoo, "rotten_tomatoes"):
-        data = zoo.rotten_tomatoes()
-        texts, labels = _texts_labels(data)
-        if texts:
-            return texts, labels, "Rotten Tomatoes (benchmarks/zoo.py)"
-    import site
-
-    lines = []
-    for sp in site.getsitepackages():
-        for readme in sorted(Path(sp).glob("*/README*"))[:200] + sorted(Path(sp).glob("*.dist-info/METADATA"))[:400]:
-            try:
-                for line in readme.read_text(errors="ignore").splitlines():
-                    line = line.strip()
-                    if 60 <= len(line) <= 300 and line[0].isalpha() and " " in line and "http" not in line:
-                        lines.append(line)
-            except OSError:
-                continue
-    rng = np.random.default_rng(0)
-    lines = list(dict.fromkeys(lines))
-    rng.shuffle(lines)
-    return lines[:3000], None, "package README/METADATA prose (Rotten Tomatoes unavailable: benchmarks/zoo.py missing)"
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _texts_labels(data):
-    if isinstance(data, dict):
-        for key in ("train", "all", "test"):
-            if key in data:
-                return _texts_labels(data[key])
-        if "text" in data:
-            return list(data["text"]), list(data.get("label", [])) or None
-    if isinstance(data, tuple) and len(data) == 2:
-        return list(data[0]), list(data[1])
-    if isinstance(data, list) and data and isinstance(data[0], (tuple, list)):
-        return [d[0] for d in data], [int(d[1]) for d in data]
-    return [], None
+# -- the grid ---------------------------------------------------------------------------------------------
+
+# Learned allocation: 100 Adam steps on 8 calibration samples (library default 300 / 16). Each step is a forward and
+# backward of the whole model; on the shared 2-core host the default would cost ~10 min per MiniLM cell.
+ALLOC_STEPS, ALLOC_SAMPLES = 100, 8
 
 
-def tokenizer():
-    from tokenizers import Tokenizer
-
-    from edgeprune.models import builtin_path
-
-    tok = Tokenizer.from_file(str(builtin_path("minilm") / "tokenizer.json"))
-    tok.enable_padding(length=64)
-    tok.enable_truncation(64)
-    return tok
-
-
-def encode(tok, texts):
-    enc = tok.encode_batch(texts)
-    ids = torch.tensor([e.ids for e in enc])
-    mask = torch.tensor([e.attention_mask for e in enc])
-    return ids, mask, torch.zeros_like(ids)
-
-
-def embed(model, batch, bs=64):
-    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
-    ids, mask, types = batch
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(ids), bs):
-            h = model(ids[i:i + bs], mask[i:i + bs], types[i:i + bs])
-            m = mask[i:i + bs].unsqueeze(-1).float()
-            outs.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
-    return torch.cat(outs)
-
-
-def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(max_iter=2000).fit(train_x.numpy(), train_y)
-    return float(clf.score(test_x.numpy(), test_y))
-
-
-def tiny_decoder(tok, texts, steps):
-    """zoo.tiny_gpt2 when present; else a 2-layer GPT-2 (d=128) trained here on the same corpus."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=128, n_layer=2, n_head=4)
-    model = GPT2LMHeadModel(cfg)
-    ids, mask, _ = encode(tok, texts)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(ids), (32,))
-        labels = ids[idx].masked_fill(mask[idx] == 0, -100)
-        loss = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), f"GPT-2 2 layers d=128 trained {steps} steps here"
-
-
-def perplexity(model, batch) -> float:
-    ids, mask, _ = batch
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(ids), 64):
-            labels = ids[i:i + 64].masked_fill(mask[i:i + 64] == 0, -100)
-            n = int((labels[:, 1:] != -100).sum())
-            total += float(model(input_ids=ids[i:i + 64], attention_mask=mask[i:i + 64], labels=labels).loss) * n
-            count += n
-    return math.exp(total / count)
-
-
-# -- the grid -----------------------------------------------------------------------------
-
-def configs(quick: bool):
+def grid(quick: bool, ignore: tuple[str, ...]):
+    """(pattern label, method, allocation, SparsityConfig or None); None = learned 2:4, which cannot exist."""
     from edgeprune.sparsity import SparsityConfig
 
     out = []
     for pattern, sparsity in GRID:
+        label = pattern if sparsity is None else f"unstructured {sparsity:.0%}"
         for method in METHODS:
-            for allocation in ("uniform",) if pattern == "2:4" else ("uniform", "learned"):
-                out.append(SparsityConfig(pattern=pattern, sparsity=sparsity, method=method, allocation=allocation,
-                                          ignore=("*pooler*", "lm_head"), allocation_steps=60 if quick else 200,
-                                          allocation_samples=16))
+            for allocation in ("uniform", "learned"):
+                cfg = None if pattern == "2:4" and allocation == "learned" else SparsityConfig(
+                    pattern=pattern, sparsity=sparsity, method=method, allocation=allocation, ignore=ignore,
+                    allocation_steps=20 if quick else ALLOC_STEPS,
+                    allocation_samples=ALLOC_SAMPLES)
+                out.append((label, method, allocation, cfg))
     return out
 
 
-def label(cfg) -> str:
-    return f"{cfg.pattern.name}{'' if cfg.sparsity in (None, 0.5) and cfg.pattern.name == '2:4' else f' {cfg.sparsity:.0%}'}"
+def run_grid(model, calib, quick, ignore, evaluate, section: dict, save):
+    """Sparsify `model` for every grid cell, score it with evaluate(sparse) -> dict, append a row, save."""
+    import edgeprune as ep
 
+    for label, method, allocation, cfg in grid(quick, ignore):
+        row = {"pattern": label, "method": method, "allocation": allocation}
+        if cfg is None:
+            row["note"] = NO_LEARNED_NM
+        else:
+            t0 = time.perf_counter()
+            sparse, report = ep.sparsify(model, None, cfg, calib=calib, return_report=True)
+            row.update(seconds=round(time.perf_counter() - t0, 1), global_sparsity=round(report.global_sparsity, 5),
+                       pattern_ok=report.pattern_ok, calibration_samples=report.calibration_samples)
+            if report.allocation:
+                a = report.allocation
+                row["allocation_result"] = {"target": a["target"], "achieved": round(a["achieved"], 5),
+                                            "seconds": round(a["seconds"], 1), "recon_loss_start": a["loss_start"],
+                                            "recon_loss_end": a["loss_end"]}
+            row["per_layer_sparsity"] = {l.name: round(l.sparsity, 3) for l in report.sparsified}
+            row.update(evaluate(sparse))
+        section["rows"].append(row)
+        log(json.dumps({k: v for k, v in row.items() if k != "per_layer_sparsity"}))
+        save()
+
+
+# -- MiniLM-L6 ------------------------------------------------------------------------------------------------
 
 def run_minilm(doc, save, quick):
-    import edgeprune as ep
+    model, tok = zoo.minilm()
+    tr_x, tr_y, te_x, te_y = zoo.probe_split(*((200, 100) if quick else (2000, 1000)))
+    n_cal = 16 if quick else 128
+    texts = zoo.rotten_tomatoes()[0]
+    # calibration snippets 4000.. are disjoint from the probe split (the first 3000); 64 tokens covers ~all of them
+    enc = zoo.minilm_inputs(texts[4000:4000 + n_cal], seq_len=64)
+    calib = tuple(enc[n] for n in NAMES)
 
-    texts, labels, source = sentences()
-    tok = tokenizer()
-    n_cal, n_eval = (32, 200) if quick else (128, 1000)
-    calib, held = texts[:n_cal], texts[n_cal:n_cal + n_eval]
-    loaded = ep.load_model("minilm")
-    dense = loaded.module
-    held_batch = encode(tok, held)
-    ref = embed(dense, held_batch)
-    probe = None
-    if labels is not None:
-        y = np.array(labels[n_cal:n_cal + n_eval])
-        split = len(held) * 7 // 10
-        probe = (split, y)
-    def acc(emb):
-        return None if probe is None else probe_accuracy(emb[:probe[0]], probe[1][:probe[0]], emb[probe[0]:], probe[1][probe[0]:])
-    doc["minilm"] = {"data": source, "calibration_samples": n_cal, "eval_sentences": len(held), "seq_len": 64,
-                     "dense": {"probe_accuracy": acc(ref)}, "rows": []}
-    cal_batch = encode(tok, calib)
-    for cfg in configs(quick):
-        t0 = time.perf_counter()
-        sparse, report = ep.sparsify(dense, None, cfg, calib=cal_batch, return_report=True)
-        seconds = time.perf_counter() - t0
-        emb = embed(sparse, held_batch)
-        row = {"pattern": label(cfg), "method": cfg.method, "allocation": cfg.allocation, "seconds": round(seconds, 1),
-               "global_sparsity": round(report.global_sparsity, 4), "pattern_ok": report.pattern_ok,
-               "embedding_cosine": round(float((emb * ref).sum(-1).mean()), 4), "probe_accuracy": acc(emb)}
-        if report.allocation:
-            row["per_layer_sparsity"] = [round(l.sparsity, 3) for l in report.sparsified]
-        doc["minilm"]["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        save()
-    return texts, tok
+    def embeddings(m):
+        return embed_sorted(m, tok, tr_x), embed_sorted(m, tok, te_x)
+
+    d_tr, d_te = embeddings(model)
+    dense_acc = zoo.probe_accuracy(d_tr, tr_y, d_te, te_y)
+
+    def evaluate(sparse):
+        e_tr, e_te = embeddings(sparse)
+        return {"embedding_cosine": round(float(np.mean(np.sum(e_te * d_te, axis=1))), 4),  # L2-normalised
+                "probe_accuracy": round(zoo.probe_accuracy(e_tr, tr_y, e_te, te_y), 4)}
+
+    section = doc["minilm"] = {
+        "model": "all-MiniLM-L6-v2 (zoo.minilm)", "data": "Rotten Tomatoes (zoo.probe_split)",
+        "probe_train": len(tr_x), "probe_test": len(te_x), "calibration_samples": n_cal, "calibration_seq_len": 64,
+        "eval_seq_len": 128, "dense_probe_accuracy": round(dense_acc, 4), "ignore": ["*pooler*"],
+        "measured": measured(quick), "rows": []}
+    log(f"minilm dense probe accuracy {dense_acc:.4f}")
+    run_grid(model, calib, quick, ("*pooler*",), evaluate, section, save)
 
 
-def run_decoder(doc, save, quick, texts, tok):
-    import edgeprune as ep
+def embed_sorted(model, tok, texts, seq_len=128):
+    """zoo.embed on length-sorted texts, returned in the original order: batches pad to similar lengths,
+    about half the tokens of random batches (padding is masked out, so the embeddings are the same)."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    emb = zoo.embed(model, tok, [texts[i] for i in order], seq_len=seq_len)
+    out = np.empty_like(emb)
+    out[order] = emb
+    return out
 
-    model, what = tiny_decoder(tok, texts[1200:], 60 if quick else 400)
-    held = encode(tok, texts[:300])
-    cal = encode(tok, texts[300:300 + (32 if quick else 128)])
-    doc["decoder"] = {"model": what, "dense_perplexity": round(perplexity(model, held), 3), "rows": []}
-    save()
-    for cfg in configs(quick):
-        t0 = time.perf_counter()
-        sparse, report = ep.sparsify(model, None, cfg, calib=(cal[0], cal[1]), return_report=True)
-        row = {"pattern": label(cfg), "method": cfg.method, "allocation": cfg.allocation,
-               "seconds": round(time.perf_counter() - t0, 1), "global_sparsity": round(report.global_sparsity, 4),
-               "perplexity": round(perplexity(sparse, held), 3)}
-        doc["decoder"]["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        save()
 
+# -- GPT-2-style decoder --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def perplexity(model, blocks, batch=16) -> float:
+    """exp(mean next-token cross-entropy) over all positions of the blocks: structured.py's definition."""
+    total, n = 0.0, 0
+    for i in range(0, len(blocks), batch):
+        ids = blocks[i:i + batch]
+        logits = model(input_ids=ids, use_cache=False).logits
+        total += float(torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                         ids[:, 1:].reshape(-1), reduction="sum"))
+        n += ids[:, 1:].numel()
+    return math.exp(total / n)
+
+
+def run_decoder(doc, save, quick):
+    steps = 20 if quick else 200  # structured.py's --train-steps default: the same cached weights
+    model = zoo.trained_tiny_gpt2(steps)
+    train, val = zoo.lm_blocks(seq_len=zoo.GPT2_SMALL["n_positions"])
+    val = val[:50 if quick else 200]
+    calib = train[-(32 if quick else 128):]  # structured.py's calibration blocks
+    dense = perplexity(model, val)
+    section = doc["decoder"] = {
+        "model": f"zoo.trained_tiny_gpt2({steps}): GPT-2 {zoo.GPT2_SMALL}, trained {steps} steps on Rotten Tomatoes "
+                 "text (the decoder of structured.py)", "val_blocks": len(val), "seq_len": val.shape[1],
+        "calibration_samples": len(calib), "dense_perplexity": round(dense, 3),
+        # lm_head shares its weight with the token embedding: sparsifying it would also zero embeddings
+        "ignore": ["lm_head"], "measured": measured(quick), "rows": []}
+    log(f"decoder dense perplexity {dense:.2f}")
+    run_grid(model, (calib,), quick, ("lm_head",), lambda m: {"perplexity": round(perplexity(m, val), 3)}, section, save)
+
+
+# -- latency (timing-sensitive: run on a quiet machine) -------------------------------------------------------
 
 def run_latency(doc, save, quick):
     """Dense vs 2:4 MiniLM on ORT and OpenVINO CPU; the verdict column comes from the report, evidence from OV counters."""
@@ -225,105 +175,93 @@ def run_latency(doc, save, quick):
     from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.bench import measure
     from edgeprune.export import export
+    from edgeprune.models import HFModelWrapper
     from edgeprune.sparsity import SparsityConfig
 
-    loaded = ep.load_model("minilm", seq_len=128)
-    sparse, report = ep.sparsify(loaded, None, SparsityConfig(pattern="2:4", method="magnitude", ignore=("*pooler*",)),
+    dense = HFModelWrapper(zoo.minilm()[0], NAMES).eval()
+    enc = zoo.minilm_inputs(zoo.rotten_tomatoes()[0][:1], seq_len=128)
+    example = tuple(enc[n] for n in NAMES)
+    sparse, report = ep.sparsify(dense, example, SparsityConfig(pattern="2:4", method="magnitude", ignore=("*pooler*",)),
                                  return_report=True)
     report.assess(precision="fp32", sparse_rate=0.4)
     summary = report.summary()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
-        for name, module in (("dense", loaded.module), ("2:4", sparse)):
+        for name, module in (("dense", dense), ("2:4", sparse)):
             paths[name] = Path(tmp) / f"{name.replace(':', '_')}.onnx"
-            export(module, loaded.example_inputs, paths[name], input_names=loaded.input_names)
+            export(module, example, paths[name], input_names=NAMES)
         for backend_name, options in (("onnxruntime", BackendOptions(threads=2)),
                                       ("openvino", BackendOptions(threads=2, sparse_weights=True, extra={"sparse_rate": 0.4}))):
             for name, path in paths.items():
-                backend = get_backend(backend_name, options).compile(path)
-                feeds = backend.prepare_inputs(None)
-                stats = measure(backend.runner(feeds), warmup=10, iters=30 if quick else 100)
-                st = stats.stats
-                row = {"model": name, "runtime": backend_name, "p50_ms": round(st.p50, 3), "p90_ms": round(st.p90, 3)}
-                if name == "2:4":
-                    s = summary["openvino" if backend_name == "openvino" else "onnxruntime"]
-                    row["accelerated"] = f"{'/'.join(s['verdicts'])}: {s['main_reason']}"
-                    if backend_name == "openvino":
-                        layers = backend.inspect(feeds, runs=3)
-                        fc = [l for l in layers if l.op_type in ("FullyConnected", "MatMul")]
-                        row["evidence"] = (f"{sum(1 for l in fc if l.sparse)} of {len(fc)} FullyConnected/MatMul layers ran a sparse "
-                                           f"kernel; exec types: {sorted({l.exec_type for l in fc})}")
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                rows.append(_latency_row(get_backend(backend_name, options).compile(path), backend_name, name,
+                                         summary, measure, 30 if quick else 100))
+                log(json.dumps(rows[-1]))
     dense_ms = {r["runtime"]: r["p50_ms"] for r in rows if r["model"] == "dense"}
     for r in rows:
         r["speedup_vs_dense"] = round(dense_ms[r["runtime"]] / r["p50_ms"], 3)
-    doc["latency"] = {"seq_len": 128, "batch": 1, "threads": 2, "rows": rows,
+    doc["latency"] = {"seq_len": 128, "batch": 1, "threads": 2, "rows": rows, "measured": measured(quick),
                       "torch_cuda_and_tensorrt": {k: summary[k] for k in ("torch-cuda", "tensorrt")}}
     save()
 
 
-def markdown(doc) -> str:
-    lines = ["# Sparsity: accuracy of magnitude / Wanda / SparseGPT, uniform vs learned allocation, measured latency", ""]
-    env = doc.get("machine", {})
-    lines.append(f"Machine: {env}. Date: {doc.get('date')}.")
-    if "minilm" in doc:
-        m = doc["minilm"]
-        lines += ["", f"## MiniLM-L6 (data: {m['data']}; {m['calibration_samples']} calibration samples, "
-                  f"{m['eval_sentences']} held-out sentences, seq len {m['seq_len']})", "",
-                  f"Dense probe accuracy: {m['dense']['probe_accuracy']}", "",
-                  "| pattern | method | allocation | global sparsity | embedding cosine | probe accuracy | seconds |", "|---|---|---|---|---|---|---|"]
-        for r in m["rows"]:
-            probe = "-" if r["probe_accuracy"] is None else f"{r['probe_accuracy']:.3f}"
-            lines.append(f"| {r['pattern']} | {r['method']} | {r['allocation']} | {r['global_sparsity']:.2%} | "
-                         f"{r['embedding_cosine']:.4f} | {probe} | {r['seconds']} |")
-    if "decoder" in doc:
-        d = doc["decoder"]
-        lines += ["", f"## GPT-2-style decoder ({d['model']}); dense perplexity {d['dense_perplexity']}", "",
-                  "| pattern | method | allocation | global sparsity | perplexity | seconds |", "|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['pattern']} | {r['method']} | {r['allocation']} | {r['global_sparsity']:.2%} | {r['perplexity']} | {r['seconds']} |")
-    if "latency" in doc:
-        lat = doc["latency"]
-        lines += ["", f"## Measured latency, MiniLM-L6 batch 1 x {lat['seq_len']} tokens, {lat['threads']} threads", "",
-                  "| model | runtime | p50 ms | p90 ms | speedup vs dense | accelerated | evidence |", "|---|---|---|---|---|---|---|"]
-        for r in lat["rows"]:
-            lines.append(f"| {r['model']} | {r['runtime']} | {r['p50_ms']} | {r['p90_ms']} | {r['speedup_vs_dense']}x | "
-                         f"{r.get('accelerated', '-')} | {r.get('evidence', '-')} |".replace("\n", " "))
-        for k, s in lat["torch_cuda_and_tensorrt"].items():
-            lines.append(f"- {k} (not measured on this CPU host): {s['verdicts']}: {s['main_reason']}")
-    return "\n".join(lines) + "\n"
+def _latency_row(backend, backend_name, name, summary, measure, iters) -> dict:
+    feeds = backend.prepare_inputs(None)
+    st = measure(backend.runner(feeds), warmup=10, iters=iters).stats
+    row = {"model": name, "runtime": backend_name, "p50_ms": round(st.p50, 3), "p90_ms": round(st.p90, 3)}
+    if name == "2:4":
+        s = summary[backend_name]
+        row["accelerated"] = f"{'/'.join(s['verdicts'])}: {s['main_reason']}"
+        if backend_name == "openvino":  # measured evidence: which kernels OpenVINO actually ran
+            fc = [l for l in backend.inspect(feeds, runs=3) if l.op_type in ("FullyConnected", "MatMul")]
+            row["evidence"] = (f"{sum(1 for l in fc if l.sparse)} of {len(fc)} FullyConnected/MatMul layers ran a sparse "
+                               f"kernel; exec types: {sorted({l.exec_type for l in fc})}")
+    return row
+
+
+# -- results: merge sections into the existing file -----------------------------------------------------------
+
+def measured(quick: bool) -> dict:
+    info = zoo.machine_info()
+    return {"date_utc": info["date_utc"], "quick": quick, "load_avg_1min_at_start": round(os.getloadavg()[0], 1),
+            "allocation_steps": 20 if quick else ALLOC_STEPS, "allocation_samples": ALLOC_SAMPLES, "cpu": info["cpu"], "cores_usable": info["cores_usable"],
+            "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv[1:]) or "(all sections)"}
+
+
+def load_sections(out: Path) -> dict:
+    """Sections of an earlier run in the current format (older fallback-data files are dropped)."""
+    path = out / "sparsity.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    rows = old.get("rows")
+    return {k: v for k, v in rows.items() if k in ("minilm", "decoder", "latency")} if isinstance(rows, dict) else {}
+
+
+def gpu_numbers() -> dict | None:
+    """The H100 2:4 GEMM measurements (benchmarks/gpu_semi_structured.py), to show next to the CPU numbers."""
+    path = RESULTS / "gpu_semi_structured.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="small grid settings (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small settings (smoke run), written under benchmarks/.cache")
     parser.add_argument("--only", choices=["minilm", "decoder", "latency"], action="append")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 for accuracy runs on a busy host)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    RESULTS.mkdir(exist_ok=True)
-    import platform
-
-    old = RESULTS / "sparsity.json"
-    doc = json.loads(old.read_text()) if args.only and old.is_file() else {}  # --only refreshes sections, keeps the rest
-    doc.update({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": 2, "torch": torch.__version__}})
-    from edgeprune.sparsity.support import HostFacts
-
-    doc["machine"]["amx"] = HostFacts.probe().amx
-    doc["machine"]["cpu"] = HostFacts.probe().cpu or doc["machine"]["cpu"]
+    torch.set_num_threads(args.threads)
+    out = QUICK_RESULTS if args.quick else RESULTS
+    doc = load_sections(out)  # a section run replaces its own section and keeps the others
 
     def save():
-        (RESULTS / "sparsity.json").write_text(json.dumps(doc, indent=2, default=str))
-        (RESULTS / "sparsity.md").write_text(markdown(doc))
+        zoo.write_results("sparsity", doc, markdown(doc, gpu_numbers()), {"sections": sorted(doc)}, results_dir=out)
 
-    only = set(args.only or ["minilm", "decoder", "latency"])
-    if "latency" in only:
-        run_latency(doc, save, args.quick)
-    texts, tok = (run_minilm(doc, save, args.quick) if "minilm" in only else (sentences()[0], tokenizer()))
-    if "decoder" in only:
-        run_decoder(doc, save, args.quick, texts, tok)
+    runs = {"minilm": run_minilm, "decoder": run_decoder, "latency": run_latency}
+    for name in args.only or list(runs):
+        log(f"section {name}")
+        runs[name](doc, save, args.quick)
     save()
 
 

@@ -225,27 +225,13 @@ def perplexity(model, blocks, batch=16):
 
 
 def bench_gpt2_impl(args, tmp):
-    train, val = zoo.lm_blocks(seq_len=64)
-    vocab = int(max(train.max(), val.max())) + 1
-    gpt = zoo.tiny_gpt2(vocab, n_layer=2, n_embd=128, n_head=4, n_positions=64)
-    gpt.config._attn_implementation = "eager"
-    model = Logits(gpt)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    t0, steps = time.perf_counter(), 0
-    model.train()
-    while time.perf_counter() - t0 < args.train_seconds:
-        ids = train[torch.randint(0, len(train), (32,), generator=g)]
-        logits = model(ids)
-        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-    model.eval()
+    # The shared, cached decoder (zoo.trained_tiny_gpt2): sparsity.py prunes the very same weights.
+    train, val = zoo.lm_blocks(seq_len=zoo.GPT2_SMALL["n_positions"])
+    steps = args.train_steps
+    model = Logits(zoo.trained_tiny_gpt2(steps))
     val = val[:200 if not args.quick else 50]
     dense_ppl = perplexity(model, val)
-    log(f"gpt2 trained {steps} steps in {args.train_seconds}s: val ppl {dense_ppl:.1f}")
+    log(f"gpt2 trained {steps} steps: val ppl {dense_ppl:.1f}")
     calib = train[-128:]
     ex = (val[:1],)
     dense_macs = ep.count(model, ex).macs
@@ -305,10 +291,10 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=200)
-    parser.add_argument("--train-seconds", type=float, default=180.0)
+    parser.add_argument("--train-steps", type=int, default=200, help="decoder training steps (cached per value)")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.iters, args.train_seconds = 3, 30, 20.0
+        args.rounds, args.iters, args.train_steps = 3, 30, 20
     META.update(vars(args))
     torch.manual_seed(0)
     sections = {"mnist": bench_mnist, "effnet": bench_effnet, "minilm": bench_minilm, "gpt2": bench_gpt2_impl}

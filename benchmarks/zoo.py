@@ -2,7 +2,7 @@
 
     from benchmarks import zoo          # or, with benchmarks/ on sys.path: import zoo
 
-Models: minilm(), efficientnet_lite0(), train_mnist_cnn(), tiny_gpt2().  Data: rotten_tomatoes(), probe_split(),
+Models: minilm(), efficientnet_lite0(), train_mnist_cnn(), tiny_gpt2(), trained_tiny_gpt2().  Data: rotten_tomatoes(), probe_split(),
 imagenet_photos(), mnist(), char_or_token_corpus().  Results: machine_info(), write_results().
 Deterministic (fixed seeds) and cached in-process; models come back as deep copies, so a benchmark that prunes
 or quantizes one in place never changes what the next caller gets.
@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"        # gitignored: trained MNIST CNN weights
+CACHE = HERE / ".cache"        # gitignored: trained MNIST CNN and tiny GPT-2 weights
 RESULTS = HERE / "results"
 SEED = 0
 
@@ -373,6 +373,55 @@ def lm_blocks(seq_len: int = 128, val_frac: float = 0.1) -> tuple[torch.Tensor, 
     cut = int(len(ids) * (1 - val_frac))
     blocks = lambda t: t[: len(t) // seq_len * seq_len].view(-1, seq_len).clone()  # noqa: E731
     return blocks(ids[:cut]), blocks(ids[cut:])
+
+
+# The decoder both structured.py and sparsity.py prune: 2 layers, 128 wide, 4 heads, 64-token blocks.
+GPT2_SMALL = dict(n_layer=2, n_embd=128, n_head=4, n_positions=64)
+
+
+def _fit_gpt2(model, train: torch.Tensor, steps: int, seed: int) -> None:
+    """AdamW 2e-3, batches of 32 random blocks (seeded), next-token cross-entropy; fixed steps, not wall time,
+    so the result (and its cache file) depends only on the arguments."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        ids = train[torch.randint(0, len(train), (32,), generator=g)]
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_gpt2(steps: int, seed: int):
+    train, val = lm_blocks(seq_len=GPT2_SMALL["n_positions"])
+    vocab = int(max(train.max(), val.max())) + 1
+    model = tiny_gpt2(vocab, **GPT2_SMALL, seed=seed)
+    model.config._attn_implementation = "eager"  # ONNX export and the pruners trace the eager attention
+    src = "".join(inspect.getsource(f) for f in (tiny_gpt2, _fit_gpt2, _corpus_ids, lm_blocks))
+    key = hashlib.sha256(f"{src}|{GPT2_SMALL}|{vocab}|{steps}|{seed}|{SEED}".encode()).hexdigest()[:16]
+    path = CACHE / f"tiny_gpt2_{key}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as for MNIST: one thread is faster in wall time on the shared 2-core machines
+    try:
+        _fit_gpt2(model, train, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda f: torch.save(model.state_dict(), f), binary=True)
+    return model.eval()
+
+
+def trained_tiny_gpt2(steps: int = 200, seed: int = SEED):
+    """tiny_gpt2(**GPT2_SMALL) trained `steps` steps on lm_blocks(64)'s train split; eval mode, eager attention,
+    fresh copy. Trains once (~1-4 s per step on 2 shared cores), then loads benchmarks/.cache/tiny_gpt2_<hash>.pt."""
+    return copy.deepcopy(_trained_gpt2(steps, seed))
 
 
 # -- machine info and results -------------------------------------------------------------------------
