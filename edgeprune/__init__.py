@@ -45,6 +45,8 @@ _LAZY = {
     "count": "edgeprune.counting",
     "sparsify": "edgeprune.sparsity",
     "SparsityConfig": "edgeprune.sparsity",
+    "sparsify_attention": "edgeprune.attention",
+    "AttentionSparsityConfig": "edgeprune.attention",
     "get_backend": "edgeprune.backends",
     "BackendOptions": "edgeprune.backends",
 }
