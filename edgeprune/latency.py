@@ -63,6 +63,7 @@ class Roofline:
     eta_compute: float = 0.35
     eta_memory: float = 0.6
     launch_s: float = 5e-6
+    relative: bool = False  # True: no peak figure in the profile, times are MAC-proportional units
 
     def layer_s(self, shape: LayerShape) -> float:
         k, n = _round_up(shape.k, self.channel_multiple), _round_up(shape.n, self.channel_multiple)
@@ -83,11 +84,16 @@ def roofline_for(profile: Any, precision: str = "fp32", runtime: str | None = No
     """Build a Roofline from a DeviceProfile's peak compute and memory bandwidth."""
     peak = profile.peak_ops(precision) if hasattr(profile, "peak_ops") else None
     bw = profile.bandwidth_bytes_per_s() if hasattr(profile, "bandwidth_bytes_per_s") else None
-    if not peak or not bw:
-        raise ConfigError(f"profile '{getattr(profile, 'name', profile)}' has no peak {precision} compute or bandwidth",
-                          hint="add peak and memory bandwidth figures to the profile, or measure on the target")
     multiple = profile.channel_multiple(runtime, precision) if hasattr(profile, "channel_multiple") else 1
     bpe = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}.get(precision, 4)
+    if not peak:
+        # CPU profiles carry no sourced clock, hence no peak. Speedup budgets only need relative cost, so
+        # fall back to cost proportional to MACs on the channel-multiple staircase (memory term off);
+        # absolute milliseconds from it mean nothing and are labelled so (Roofline.relative).
+        return Roofline(1e12, float("inf"), int(multiple or 1), bpe, eta_compute=1.0, launch_s=0.0, relative=True)
+    if not bw:
+        raise ConfigError(f"profile '{getattr(profile, 'name', profile)}' has a peak {precision} figure but no memory bandwidth",
+                          hint="add memory.bandwidth to the profile, or measure on the target")
     return Roofline(float(peak), float(bw), int(multiple or 1), bpe)
 
 

@@ -118,8 +118,14 @@ def _best_step(groups: Sequence[GroupOption], keep: Mapping[str, int]) -> tuple[
     return best
 
 
-def plan_widths(groups: Sequence[GroupOption], budget_s: float, fixed_s: float = 0.0) -> dict[str, int]:
-    """Kept width per group so that fixed_s + sum latency <= budget_s, keeping the most importance."""
+def plan_widths(groups: Sequence[GroupOption], budget_s: float, fixed_s: float = 0.0,
+                total_s: Callable[[Mapping[str, int]], float] | None = None) -> dict[str, int]:
+    """Kept width per group so that the predicted total <= budget_s, keeping the most importance.
+
+    total_s(keep) is the whole-model prediction when groups share layers (a CNN's conv is one group's
+    producer and the next group's consumer: summing per-group curves would count it twice and
+    over-prune); without it, fixed_s + the sum of the group curves.
+    """
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise ConfigError("duplicate group names in the plan", hint="each prunable group needs a unique name")
@@ -127,15 +133,19 @@ def plan_widths(groups: Sequence[GroupOption], budget_s: float, fixed_s: float =
     by_name = {g.name: g for g in groups}
 
     def total() -> float:
+        if total_s is not None:
+            return total_s(keep)
         return fixed_s + sum(by_name[n].latency_s(k) for n, k in keep.items())
 
     while total() > budget_s:
         step = _best_step(groups, keep)
         if step is None:
-            floor = fixed_s + sum(g.latency_s(min(g.widths())) for g in groups)
+            floor = total()
+            full = {g.name: g.width for g in groups}
+            dense = total_s(full) if total_s is not None else fixed_s + sum(g.latency_s(g.width) for g in groups)
             raise ConfigError(f"the budget {budget_s * 1e3:.3f} ms is below what even the smallest allowed model reaches "
                               f"({floor * 1e3:.3f} ms predicted)",
-                              hint=f"ask for at most {(fixed_s + sum(g.latency_s(g.width) for g in groups)) / floor:.2f}x "
+                              hint=f"ask for at most {dense / floor:.2f}x "
                                    f"speedup or a latency >= {floor * 1e3:.3f} ms")
         keep[step[0]] = step[1]
     return keep
@@ -155,8 +165,9 @@ def choose_pattern(profile: Any, runtime: str, precision: str) -> tuple[str, str
 
 
 def build_plan(groups: Sequence[GroupOption], budget_s: float, fixed_s: float, *, model: str, profile: str,
-               runtime: str, seed: int = 0, importance: str = "numerical") -> Plan:
-    keep = plan_widths(groups, budget_s, fixed_s)
+               runtime: str, seed: int = 0, importance: str = "numerical",
+               total_s: Callable[[Mapping[str, int]], float] | None = None) -> Plan:
+    keep = plan_widths(groups, budget_s, fixed_s, total_s)
     rows = []
     for g in groups:
         k = keep[g.name]
@@ -165,6 +176,9 @@ def build_plan(groups: Sequence[GroupOption], budget_s: float, fixed_s: float, *
                      "pattern": g.pattern, "pattern_reason": g.pattern_reason,
                      "predicted_ms_dense": g.latency_s(g.width) * 1e3, "predicted_ms": g.latency_s(k) * 1e3,
                      "value_kept": round(g.value(k), 6), "reason": reason})
-    dense = fixed_s + sum(g.latency_s(g.width) for g in groups)
-    predicted = fixed_s + sum(g.latency_s(keep[g.name]) for g in groups)
+    if total_s is not None:
+        dense, predicted = total_s({g.name: g.width for g in groups}), total_s(keep)
+    else:
+        dense = fixed_s + sum(g.latency_s(g.width) for g in groups)
+        predicted = fixed_s + sum(g.latency_s(keep[g.name]) for g in groups)
     return Plan(model, profile, runtime, budget_s, fixed_s, rows, predicted, dense, seed, importance)

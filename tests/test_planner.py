@@ -86,3 +86,21 @@ def test_never_a_pattern_the_runtime_does_not_accelerate():
     assert choose_pattern(FakeProfile("memory-only"), "openvino", "int8")[0] == "dense"
     assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp32")[0] == "dense"
     assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp16")[0] == "2:4"
+
+
+def test_joint_total_stops_double_counting_shared_layers():
+    # Two groups share one layer (producer of one, consumer of the other): each curve includes it, so
+    # the naive sum counts it twice. With the joint total the plan lands on the budget instead of far below.
+    shared = 4e-3
+    gs = [GroupOption("a", 64, tuple(float(i) for i in range(64)), lambda k: shared * k / 64 + 1e-3 * k / 64, step=8),
+          GroupOption("b", 64, tuple(float(i) for i in range(64)), lambda k: shared * k / 64 + 1e-3 * k / 64, step=8)]
+
+    def joint(keep):  # the shared layer scales with both widths (k_a * k_b), each private layer with its own
+        return shared * keep["a"] * keep["b"] / 64 ** 2 + 1e-3 * (keep["a"] + keep["b"]) / 64
+
+    budget = 0.6 * joint({"a": 64, "b": 64})
+    keep = plan_widths(gs, budget, total_s=joint)
+    assert joint(keep) <= budget
+    assert joint(keep) >= 0.85 * budget  # the naive sum lands near 0.6 x 0.6 of dense here
+    naive = plan_widths(gs, budget)
+    assert joint(naive) < 0.8 * budget

@@ -140,32 +140,33 @@ def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
     return total
 
 
-def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for, layer_s, records, groups, max_candidates):
-    """GroupOptions with importance scores (on the dense model) and latency curves."""
+def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for, layer_s, records, groups, max_candidates,
+                 allocation: str = "sensitivity"):
+    """GroupOptions with importance scores (on the dense model), latency curves and, for
+    allocation="sensitivity", the measured output error of pruning each group alone."""
+    from edgeprune.backends.pt import _flatten
+    from edgeprune.optimize.sensitivity import SensitiveOption, group_errors
     from edgeprune.pruning import importance as imp
     from edgeprune.pruning.stats import capture
 
+    if allocation not in ("sensitivity", "importance"):
+        raise ConfigError(f"unknown allocation '{allocation}'", hint="use 'sensitivity' or 'importance'")
     stats = None
     if importance in imp.NEEDS_STATS:
         consumers = {c.name: c.module for g in groups for c in g.consumers}
         stats = capture(model, consumers, calib_batches, 32768, 0)
+    scores = {g.name: imp.score(g, importance, stats, 1e-2).double().clamp_min(0).tolist() for g in groups}
+    candidates = {g.name: _candidate_widths(g.n_units, step_for(g), max_candidates) for g in groups}
+    errors = {}
+    if allocation == "sensitivity":
+        errors = group_errors(model, groups, scores, candidates, calib_batches[0], lambda out: _flatten(out)[0])
     options = []
     for g in groups:
-        scores = imp.score(g, importance, stats, 1e-2).double().clamp_min(0).tolist()
         step = step_for(g)
-        candidates = _candidate_widths(g.n_units, step, max_candidates)
-        lat = group_latency_fn(records[g.name], g.n_units, layer_s, candidates)
-        options.append(_Option(g.name, g.n_units, tuple(scores), lat, step=step, min_keep=step, unit=g.kind,
-                               candidates=tuple(candidates)))
+        lat = group_latency_fn(records[g.name], g.n_units, layer_s, candidates[g.name])
+        options.append(SensitiveOption(g.name, g.n_units, tuple(scores[g.name]), lat, step=step, min_keep=step, unit=g.kind,
+                                       candidates=tuple(candidates[g.name]), errors=errors.get(g.name, ())))
     return options
-
-
-@dataclasses.dataclass(frozen=True)
-class _Option(GroupOption):
-    candidates: tuple[int, ...] = ()
-
-    def widths(self) -> list[int]:
-        return [w for w in self.candidates if w >= self.min_keep] or [self.width]
 
 
 def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, compensate: bool = True) -> torch.nn.Module:

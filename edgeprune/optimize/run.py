@@ -65,7 +65,7 @@ def _build_plan_or_explain(options, budget: float, fixed: float, fit, total_dens
     try:
         return build_plan(options, budget, fixed, **kw)
     except ConfigError:
-        floor = fit(fixed + sum(o.latency_s(min(o.widths())) for o in options))
+        floor = fit(kw["total_s"]({o.name: min(o.widths()) for o in options}))
         dense = fit(total_dense)
         raise ConfigError(f"the budget {fit(budget) * 1e3:.3f} ms is below what even the smallest allowed model reaches "
                           f"({floor * 1e3:.3f} ms predicted)",
@@ -77,7 +77,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
              calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
              max_drop: float = 1.0, recover_steps: int = 0, importance: str = "numerical", threads: int | None = None,
              input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 5, iters: int = 100,
-             max_candidates: int = 24, model_name: str = "model", workdir: str | Path | None = None,
+             max_candidates: int = 24, allocation: str = "sensitivity", model_name: str = "model", workdir: str | Path | None = None,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Find per-group widths that meet the budget on `profile`'s runtime with the least importance lost.
 
@@ -155,21 +155,19 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                              runtime, feeds, threads, work, rounds, iters)
 
     say("scoring units")
-    options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates)
+    options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates,
+                           allocation)
     pattern, why = choose_pattern(profile, runtime, precision)
     options = [dataclasses.replace(o, pattern=pattern, pattern_reason=why) for o in options]
     # The planner works in table seconds ("raw"); the budget is in measured seconds, mapped back.
     budget = fit.inverse(fraction * fit(total_dense))
+    def joint_total(keep):  # every touched layer once, at all groups' widths together
+        return fixed + _joint_cost(groups, records, keep, layer_s)
+
     plan = _build_plan_or_explain(options, budget, fixed, fit, total_dense, model=model_name,
-                                  profile=getattr(profile, "name", str(profile)), runtime=runtime, importance=importance)
-    # HALP iteration: shared layers make per-group costs approximate; tighten until the joint cost fits.
-    for _ in range(3):
-        joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
-        if joint <= budget * 1.0001:
-            break
-        plan = build_plan(options, plan.budget_s - (joint - budget), fixed, model=model_name, profile=plan.profile,
-                          runtime=runtime, importance=importance)
-    joint = fixed + _joint_cost(groups, records, plan.keep(), layer_s)
+                                  profile=getattr(profile, "name", str(profile)), runtime=runtime, importance=importance,
+                                  total_s=joint_total)
+    joint = joint_total(plan.keep())
     plan.predicted_s, plan.dense_predicted_s, plan.budget_s = fit(joint), fit(total_dense), fraction * fit(total_dense)
 
     attempts, keep, frozen = [], plan.keep(), set()
