@@ -93,3 +93,13 @@ def test_whole_model_fit_is_monotone_under_noise():
 def test_whole_model_fit_needs_a_measurement():
     with pytest.raises(ConfigError, match="no anchor measurement"):
         WholeModelFit.from_points([])
+
+
+def test_cpu_profile_without_peak_gets_a_relative_mac_model():
+    from edgeprune.latency import roofline_for
+    from edgeprune.profiles import load_profile
+
+    roof = roofline_for(load_profile("rpi5"), "fp32", "onnxruntime")  # no sourced clock -> no peak figure
+    assert roof.relative
+    small, big = LayerShape(128, 384, 384), LayerShape(128, 384, 1536)
+    assert roof.layer_s(big) / roof.layer_s(small) == pytest.approx(4.0)  # cost follows MACs
