@@ -38,6 +38,7 @@ QUICK_RESULTS = zoo.CACHE / "quick-results"  # quick runs never overwrite commit
 GRID = [("2:4", None), ("unstructured", 0.5), ("unstructured", 0.7)]
 METHODS = ("magnitude", "wanda", "sparsegpt")
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+SECTIONS = ["minilm", "decoder", "latency"]
 NO_LEARNED_NM = "n/a: fixed 50% per group"
 
 
@@ -236,7 +237,7 @@ def load_sections(out: Path) -> dict:
     except (OSError, ValueError):
         return {}
     rows = old.get("rows")
-    return {k: v for k, v in rows.items() if k in ("minilm", "decoder", "latency")} if isinstance(rows, dict) else {}
+    return {k: v for k, v in rows.items() if k in SECTIONS} if isinstance(rows, dict) else {}
 
 
 def gpu_numbers() -> dict | None:
@@ -248,18 +249,28 @@ def gpu_numbers() -> dict | None:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small settings (smoke run), written under benchmarks/.cache")
-    parser.add_argument("--only", choices=["minilm", "decoder", "latency"], action="append")
+    parser.add_argument("--only", choices=SECTIONS, action="append")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 for accuracy runs on a busy host)")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--merge-from", type=Path, metavar="DIR",
+                        help="run nothing: copy the sections of DIR/sparsity.json into the results and re-render the md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = QUICK_RESULTS if args.quick else RESULTS
-    doc = load_sections(out)  # a section run replaces its own section and keeps the others
+    out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    doc: dict = {}
 
     def save():
-        zoo.write_results("sparsity", doc, markdown(doc, gpu_numbers()), {"sections": sorted(doc)}, results_dir=out)
+        # Re-read and replace only this run's sections: another section may be running in parallel.
+        merged = {**load_sections(out), **doc}
+        zoo.write_results("sparsity", merged, markdown(merged, gpu_numbers()), {"sections": sorted(merged)},
+                          results_dir=out)
 
+    if args.merge_from:
+        doc.update(load_sections(args.merge_from))
+        save()
+        return
     runs = {"minilm": run_minilm, "decoder": run_decoder, "latency": run_latency}
-    for name in args.only or list(runs):
+    for name in args.only or SECTIONS:
         log(f"section {name}")
         runs[name](doc, save, args.quick)
     save()

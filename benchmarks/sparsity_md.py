@@ -1,6 +1,8 @@
 """Markdown for benchmarks/results/sparsity.md (kept apart from sparsity.py so each file stays small)."""
 from __future__ import annotations
 
+GRID_CELLS = 18  # 3 patterns x 3 methods x {uniform, learned} (learned 2:4 rows say n/a)
+
 
 def markdown(doc: dict, gpu: dict | None) -> str:
     lines = ["# Sparsity: magnitude / Wanda / SparseGPT, uniform vs learned allocation, measured latency", "",
@@ -34,8 +36,14 @@ def _alloc(r: dict) -> str:
     return "-" if not a else f"{a['achieved']:.3%} (target {a['target']:.0%}, {a['seconds']} s)"
 
 
+def _partial(sec: dict) -> list[str]:
+    n = len(sec["rows"])
+    return [] if n >= GRID_CELLS else [f"**Incomplete: {n} of {GRID_CELLS} grid cells measured** (the run was still "
+                                       "going or was stopped); the missing cells are not in the table.", ""]
+
+
 def _minilm(m: dict) -> list[str]:
-    out = [f"## MiniLM-L6 ({m['model']}; {m['data']})", "", _when(m), "",
+    out = [f"## MiniLM-L6 ({m['model']}; {m['data']})", "", _when(m), "", *_partial(m),
            f"Embedding cosine: mean cosine of the sparse vs dense sentence embeddings on the {m['probe_test']} held-out "
            f"snippets. Probe: logistic regression on frozen embeddings, train {m['probe_train']} / test "
            f"{m['probe_test']}. Calibration: {m['calibration_samples']} other snippets at {m['calibration_seq_len']} "
@@ -53,7 +61,7 @@ def _minilm(m: dict) -> list[str]:
 
 
 def _decoder(d: dict) -> list[str]:
-    out = [f"## GPT-2-style decoder: {d['model']}", "", _when(d), "",
+    out = [f"## GPT-2-style decoder: {d['model']}", "", _when(d), "", *_partial(d),
            f"Perplexity on {d['val_blocks']} held-out blocks of {d['seq_len']} tokens; calibration "
            f"{d['calibration_samples']} training blocks; ignored: {', '.join(d['ignore'])} (tied to the embedding). "
            f"**Dense perplexity: {d['dense_perplexity']}**.", "",
