@@ -71,7 +71,9 @@ def block_sparse_attention(q, k, v, key_valid=None, *, block: int = 64, window: 
     cnt = w.sum(3)                                                    # [b, 1, n, 1]
     kbar = (kb * w).sum(3) / cnt.clamp(min=1.0)
     vbar = (vb * w).sum(3) / cnt.clamp(min=1.0)
-    qbar = qb.mean(3)
+    # causal: a block's mean query would let its later (future) rows steer the selection of its earlier rows;
+    # the block's first query precedes every row that uses the selection
+    qbar = qb[:, :, :, 0] if causal else qb.mean(3)
     block_ok = cnt.squeeze(-1) > 0                                    # [b, 1, n]: block has a real key
 
     # 3. selection. forced = local window (+ first global blocks); allowed = causal j <= i and non-empty.
