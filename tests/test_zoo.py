@@ -163,3 +163,22 @@ def test_machine_info_and_write_results(tmp_path):
     md = mpath.read_text()
     assert md.startswith("# Demo") and "Machine:" in md and info["cpu"] in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.md"]  # no temp files left behind
+
+
+@minilm_pkgs
+@rt_pkgs
+def test_trained_tiny_gpt2_is_cached_on_disk_and_reloaded(tmp_path, monkeypatch):
+    # structured.py and sparsity.py must prune the very same decoder: the second call loads, never retrains
+    monkeypatch.setattr(zoo, "CACHE", tmp_path)
+    zoo._trained_gpt2.cache_clear()
+    try:
+        a = zoo.trained_tiny_gpt2(steps=1)
+        assert len(list(tmp_path.glob("tiny_gpt2_*.pt"))) == 1
+        zoo._trained_gpt2.cache_clear()
+        b = zoo.trained_tiny_gpt2(steps=1)
+    finally:
+        zoo._trained_gpt2.cache_clear()
+    assert all(v.equal(a.state_dict()[k]) for k, v in b.state_dict().items())
+    assert (a.config.n_layer, a.config.n_embd, a.config.n_head, a.config.n_positions) == (2, 128, 4, 64)
+    init = zoo.tiny_gpt2(a.config.vocab_size, **zoo.GPT2_SMALL)
+    assert not a.training and not init.state_dict()["lm_head.weight"].equal(a.state_dict()["lm_head.weight"])
