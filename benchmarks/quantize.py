@@ -1,6 +1,8 @@
 """FP32 vs INT8 on ONNX Runtime and OpenVINO: latency (interleaved rounds), agreement and probe accuracy.
 
-    python benchmarks/quantize.py [--quick] [--no-stack]
+    python benchmarks/quantize.py [--quick] [--no-stack] [--no-latency]
+
+--no-latency: accuracy only (no timing rounds), written to results/quantize_accuracy.{md,json}.
 
 Writes benchmarks/results/quantize.md and .json. Models: MiniLM-L6 (seq 128, batch 1) and
 EfficientNet-Lite0 (224x224, batch 1). Each is exported once (validated), quantized with edgeprune.quantize
@@ -135,6 +137,10 @@ def variants(name, module, example, names, calib, tmp: Path, dynamic: bool):
 
 
 def time_all(vs, feed, iters, rounds):
+    if rounds == 0:  # --no-latency: accuracy rows only
+        return [{"variant": label, "runtime": runtime, "precision": precision, "p50_ms": None, "p90_ms": None,
+                 "speedup_vs_fp32_same_runtime": None, "artifact_mb": _size_mb(path), "quantize": details}
+                for label, runtime, path, precision, details in vs]
     sessions = []
     for label, runtime, path, precision, _ in vs:
         sess = get_backend(runtime, BackendOptions(precision="fp32" if precision == "fp32" else "int8")).compile(path)
@@ -151,6 +157,11 @@ def time_all(vs, feed, iters, rounds):
                      "speedup_vs_fp32_same_runtime": {"median": s.median, "min": s.min, "max": s.max},
                      "artifact_mb": (res.artifact_bytes or 0) / 1e6, "quantize": details})
     return rows
+
+
+def _size_mb(path: Path) -> float:
+    path = Path(path)
+    return (path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)) / 1e6
 
 
 def minilm_bench(args, tmp: Path):
@@ -234,6 +245,10 @@ def markdown(results, meta) -> str:
         for r in res["rows"]:
             s = r["speedup_vs_fp32_same_runtime"]
             acc = r.get("probe_accuracy", r.get("top1_agreement"))
+            if s is None:  # --no-latency
+                lines.append(f"| {r['variant']} | - | - | not timed | {r['cosine_vs_fp32']:.4f} | "
+                             f"{'n/a' if acc is None else f'{100 * acc:.1f}%'} | {r['artifact_mb']:.1f} |")
+                continue
             lines.append(f"| {r['variant']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f}) | "
                          f"{r['cosine_vs_fp32']:.4f} | {'n/a' if acc is None else f'{100 * acc:.1f}%'} | {r['artifact_mb']:.1f} |")
         lines.append("")
@@ -245,8 +260,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-stack", action="store_true", help="skip pruning + INT8")
     ap.add_argument("--only", choices=["minilm", "effnet"])
+    ap.add_argument("--no-latency", action="store_true", help="accuracy only, no timing (results/quantize_accuracy.*)")
     args = ap.parse_args(argv)
     args.iters, args.rounds = (20, 2) if args.quick else (100, 5)
+    if args.no_latency:
+        args.rounds = 0
     from edgeprune.env import environment
 
     env = environment()
@@ -265,8 +283,9 @@ def main(argv=None):
     out = ROOT / "benchmarks" / "results"
     from edgeprune._io import write_text_atomic
 
-    write_text_atomic(out / "quantize.json", json.dumps({"meta": meta, "results": results}, indent=2, default=str))
-    write_text_atomic(out / "quantize.md", md)
+    stem = "quantize_accuracy" if args.no_latency else "quantize"  # never overwrite the timed results
+    write_text_atomic(out / f"{stem}.json", json.dumps({"meta": meta, "results": results}, indent=2, default=str))
+    write_text_atomic(out / f"{stem}.md", md)
     print(md)
 
 

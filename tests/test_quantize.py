@@ -220,3 +220,88 @@ def test_cli_quantize(cnn, tmp_path):
     res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "ort", "--calib", str(tmp_path / "empty"),
                                    "-o", str(tmp_path / "e.onnx")])
     assert res.exit_code == 2 and "no images" in res.output
+
+
+# -- model-type defaults: a BERT-style encoder with a padding mask (the case that broke static QDQ) -------------
+
+class TinyBert(torch.nn.Module):
+    """Random-weight BertModel (2 layers, GELU FFN, finfo.min padding mask): MiniLM's graph in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        torch.manual_seed(5)
+        cfg = BertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                         max_position_embeddings=64, hidden_act="gelu")
+        self.bert = BertModel(cfg, add_pooling_layer=False).eval()
+
+    def forward(self, input_ids, attention_mask):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _padded_tokens(n=24, seq=32, seed=6):
+    g = np.random.default_rng(seed)
+    ids = g.integers(1, 200, (n, seq)).astype(np.int64)
+    mask = np.zeros((n, seq), np.int64)
+    for i, length in enumerate(g.integers(6, seq, n)):  # real sentences are padded: the mask Add holds finfo.min
+        mask[i, :length] = 1
+    return CalibrationData({"input_ids": ids * mask, "attention_mask": mask})
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from edgeprune.export import export
+    from edgeprune.models import LoadedModel
+
+    calib = _padded_tokens()
+    path = tmp_path_factory.mktemp("qbert") / "bert.onnx"
+    example = tuple(torch.from_numpy(calib.arrays[k][:1]) for k in calib.names)
+    export(LoadedModel("tinybert", "module", TinyBert(), example, calib.names), None, path)
+    return path, calib
+
+
+def test_static_qdq_transformer_defaults_keep_padded_attention(tiny_bert, tmp_path):
+    """Default static QDQ on a padded BERT: Q/DQ only on MatMul/Gemm (never on the finfo.min mask Add), the
+    GELU-fed FFN down-projections stay float, cosine >= 0.99 (measured 0.9999 here; MiniLM-L6 0.991, was 0.29)."""
+    from edgeprune.quantize.ort import OrtQuantConfig
+
+    path, calib = tiny_bert
+    r = quantize(path, "onnxruntime", calib, "int8", tmp_path / "bert.onnx", n_validate=24)
+    assert r.details["model_type"] == "transformer" and r.details["op_types"] == ["MatMul", "Gemm"]
+    assert r.details["float_gelu_matmuls"] == 2  # one per layer
+    assert r.min_cosine >= 0.99, r.checks
+    m = onnx.load(str(tmp_path / "bert.onnx"))
+    dq_out = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    consumers = {n.op_type for n in m.graph.node if set(n.input) & dq_out}
+    assert not consumers & {"Softmax", "LayerNormalization", "Where", "Gather", "Erf"}, consumers
+    scales = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert max(float(scales[n.input[1]].max()) for n in m.graph.node if n.op_type == "QuantizeLinear") < 100  # mask: 1e36
+    # the old every-op default is what broke: the mask Add's scale explodes and attention flattens
+    old = quantize(path, "onnxruntime", calib, "int8", tmp_path / "old.onnx", n_validate=24,
+                   config=OrtQuantConfig(model_type="generic"))
+    assert old.min_cosine < r.min_cosine
+
+
+def test_openvino_accuracy_control(cnn, tmp_path):
+    """nncf.quantize_with_accuracy_control with a user metric: the saved IR keeps the metric within max_drop."""
+    import openvino as ov
+
+    from edgeprune.quantize.ov import OvQuantConfig
+
+    model, calib = cnn
+    images = np.random.default_rng(7).standard_normal((24, 3, 32, 32)).astype(np.float32)
+    fp32 = ov.Core().compile_model(str(model), "CPU")
+    labels = [int(fp32(images[i:i + 1])[0].argmax()) for i in range(len(images))]  # FP32 predictions as ground truth
+    eval_data = [(images[i:i + 1], labels[i]) for i in range(len(images))]
+
+    def top1(compiled, data) -> float:
+        return float(np.mean([int(compiled(x)[0].argmax()) == y for x, y in data]))
+
+    out = tmp_path / "acc.xml"
+    r = quantize(model, "openvino", calib, "int8", out, config=OvQuantConfig(max_drop=0.05),
+                 evaluate=top1, eval_data=eval_data)
+    assert r.details["method"] == "nncf.quantize_with_accuracy_control" and r.details["max_drop"] == 0.05
+    assert top1(ov.Core().compile_model(str(out), "CPU"), eval_data) >= 1.0 - 0.05
+    with pytest.raises(ConfigError, match="needs evaluation data"):
+        quantize(model, "openvino", calib, "int8", tmp_path / "x.xml", config=OvQuantConfig(max_drop=0.05), evaluate=top1)

@@ -4,6 +4,16 @@ Static: ORT's pre-processing (symbolic shape inference + graph optimisation) fir
 quantizer needs shapes on every tensor and fuses better on an optimised graph; then quantize_static
 with QDQ nodes. Dynamic: activations are quantized per call at run time, no calibration, usually the
 safer choice for transformers whose activation ranges vary per input (outliers after LayerNorm/GELU).
+
+Defaults per model type (model_type="auto" reads the graph; measured on MiniLM-L6 and EfficientNet-Lite0,
+numbers in benchmarks/results/quantize.md):
+  transformer: only MatMul/Gemm get Q/DQ. Quantizing every op put a Q/DQ on the attention-mask Add, whose
+    padding value is finfo(float32).min: scale 1e36, every attention score rounds to 0 (MiniLM cosine 0.29).
+    The FFN down-projection (the MatMul fed by GELU) stays float: its input has outlier channels that one
+    per-tensor uint8 scale cannot hold (cosine 0.93 with it quantized under any calibration method, 0.991 without).
+  cnn: 8-bit weights. The old 7-bit default (reduce_range, to dodge VPMADDUBSW saturation on CPUs without
+    VNNI) costs depthwise-separable nets most of their accuracy (EfficientNet-Lite0 top-1 agreement 0.66 from
+    weights alone); on such CPUs the weights are uint8 instead (ORT's U8U8 kernels do not saturate).
 """
 from __future__ import annotations
 
@@ -21,23 +31,29 @@ from edgeprune.errors import ConfigError, ExportError
 
 METHODS = ("minmax", "entropy", "percentile")
 MODES = ("static", "dynamic")
+MODEL_TYPES = ("auto", "transformer", "cnn", "generic")
+# Ops that only move data: a MatMul's input is "fed by GELU" through any chain of these.
+_SHAPE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}
+_GELU_OPS = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu"}
 
 
 @dataclasses.dataclass(frozen=True)
 class OrtQuantConfig:
     mode: str = "static"  # static (QDQ, calibrated) | dynamic (weights int8, activations per call)
+    model_type: str = "auto"  # auto (read the graph) | transformer | cnn | generic: picks the defaults in the module doc
     method: str = "minmax"  # calibration: minmax | entropy | percentile
     per_channel: bool = True  # per-output-channel weight scales: the main accuracy lever for conv/linear
     activation_type: str = "uint8"  # uint8 (ORT CPU's fast U8S8 kernels) | int8 (symmetric back ends)
-    weight_type: str = "int8"
+    weight_type: str | None = None  # None = int8, or uint8 for CNNs on x86 CPUs without VNNI (see module doc)
     activation_symmetric: bool = False
     weight_symmetric: bool = True  # symmetric weights keep 0 -> 0 exactly: pruned patterns survive
     # 7-bit weights. ORT's x86 int8 kernels without VNNI use VPMADDUBSW, whose int16 pair sums saturate
     # with full 8-bit weights (measured here on AVX2: small-CNN cosine 0.9985 -> 0.99997 with 7 bits).
     # None = decide from this host's CPU flags (the ORT artifact normally runs where it was made).
     reduce_range: bool | None = None
-    op_types: tuple[str, ...] | None = None  # None = every op ORT can quantize
-    nodes_to_exclude: tuple[str, ...] = ()
+    op_types: tuple[str, ...] | None = None  # None = by model type: MatMul/Gemm for transformers, else every op ORT can quantize
+    nodes_to_exclude: tuple[str, ...] = ()  # added to the model type's own exclusions (transformers: GELU-fed MatMuls)
+    exclude_gelu_matmuls: bool | None = None  # None = True for transformers: keep FFN down-projections in float
     preprocess: bool = True  # onnxruntime.quantization.shape_inference.quant_pre_process
     quantize_bias: bool = True
     keep_removable_activations: bool = False
@@ -47,10 +63,12 @@ class OrtQuantConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"ORT quantization mode '{self.mode}' is unknown", hint=f"use one of {', '.join(MODES)}")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type '{self.model_type}' is unknown", hint=f"use one of {', '.join(MODEL_TYPES)}")
         if self.method not in METHODS:
             raise ConfigError(f"calibration method '{self.method}' is unknown", hint=f"use one of {', '.join(METHODS)}")
         for field in ("activation_type", "weight_type"):
-            if getattr(self, field) not in ("int8", "uint8"):
+            if getattr(self, field) not in ("int8", "uint8", None if field == "weight_type" else "int8"):
                 raise ConfigError(f"{field} '{getattr(self, field)}' is not int8/uint8", hint="use int8 or uint8")
 
 
@@ -85,6 +103,66 @@ def resolve_reduce_range(config: OrtQuantConfig) -> tuple[bool, str]:
     if dot is False:
         return True, "auto: this x86 CPU has no VNNI/AMX (VPMADDUBSW saturates with 8-bit weights)"
     return False, "auto: int8 dot-product CPU (or not x86)"
+
+
+def model_kind(model) -> str:
+    """transformer (Softmax + MatMul with LayerNorm/GELU or integer inputs), cnn (any Conv), else generic."""
+    types = {n.op_type for n in model.graph.node}
+    int_inputs = any(i.type.tensor_type.elem_type in (6, 7) for i in model.graph.input)  # int32 / int64 token ids
+    if "Softmax" in types and "MatMul" in types and (int_inputs or types & ({"LayerNormalization", "Erf"} | _GELU_OPS)):
+        return "transformer"
+    return "cnn" if "Conv" in types else "generic"
+
+
+def gelu_fed_matmuls(model) -> list[str]:
+    """MatMul/Gemm nodes whose data input comes (through shape-only ops) from a GELU: the FFN down-projections."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def is_gelu(node, depth: int = 0) -> bool:
+        # exported erf-GELU is x * 0.5 * (1 + erf(x / sqrt 2)): a Mul with an Erf (or tanh form) a few ops up
+        if node is None or depth > 4:
+            return False
+        if node.op_type in _GELU_OPS or node.op_type in ("Erf", "Tanh"):
+            return True
+        return node.op_type in ("Mul", "Add", "Div") and any(is_gelu(producer.get(i), depth + 1) for i in node.input)
+
+    names = []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        src = producer.get(node.input[0])
+        while src is not None and src.op_type in _SHAPE_OPS:
+            src = producer.get(src.input[0])
+        if src is not None and src.op_type in ("Mul", *_GELU_OPS) and is_gelu(src):
+            names.append(node.name)
+    return names
+
+
+def resolve(config: OrtQuantConfig, onnx_path: Path) -> tuple[OrtQuantConfig, dict[str, Any]]:
+    """The config with its model-type defaults filled in (see module doc), and what was decided, for the report."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    kind = model_kind(model) if config.model_type == "auto" else config.model_type
+    changes: dict[str, Any] = {}
+    if kind == "transformer" and config.mode == "static" and config.op_types is None:
+        changes["op_types"] = ("MatMul", "Gemm")
+    if kind == "transformer" and config.exclude_gelu_matmuls is not False:
+        gelu = [n for n in gelu_fed_matmuls(model) if n not in config.nodes_to_exclude]
+        if gelu:
+            changes["nodes_to_exclude"] = tuple(config.nodes_to_exclude) + tuple(gelu)
+    weight_type = config.weight_type or "int8"
+    if kind == "cnn" and config.weight_type is None and config.reduce_range is None and host_has_int8_dot() is False:
+        # 8-bit uint8 weights with asymmetric scales: full precision, and U8U8 kernels do not saturate on AVX2
+        weight_type = "uint8"
+        changes.update(weight_symmetric=False, reduce_range=False)
+    changes["weight_type"] = weight_type
+    info = {"model_type": kind, "weight_type": weight_type}
+    if "nodes_to_exclude" in changes:
+        info["float_gelu_matmuls"] = len(changes["nodes_to_exclude"]) - len(config.nodes_to_exclude)
+    if "op_types" in changes:
+        info["op_types"] = list(changes["op_types"])
+    return dataclasses.replace(config, **changes), info
 
 
 def preprocess(onnx_in: Path, onnx_out: Path) -> str:
@@ -125,14 +203,16 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    reduce_range, why = resolve_reduce_range(config)
-    info: dict[str, Any] = {"mode": config.mode, "per_channel": config.per_channel, "reduce_range": reduce_range,
-                            "reduce_range_reason": why}
+    info: dict[str, Any] = {"mode": config.mode, "per_channel": config.per_channel}
     with tempfile.TemporaryDirectory(prefix="edgeprune-q-") as tmp:
         src = onnx_in
         if config.preprocess:
             src = Path(tmp) / "pre.onnx"
             info["preprocess"] = preprocess(onnx_in, src)
+        # node names are those of the pre-processed graph, which is what the quantizer sees
+        config, decided = resolve(config, src)
+        reduce_range, why = resolve_reduce_range(config)
+        info.update(decided, reduce_range=reduce_range, reduce_range_reason=why)
         op_types = list(config.op_types) if config.op_types else None
         with atomic_path(onnx_out, suffix=".onnx") as out, _quiet():
             if config.mode == "dynamic":

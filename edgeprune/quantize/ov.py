@@ -84,7 +84,11 @@ def read_model(source: str | os.PathLike):
 
 def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=None, config: OvQuantConfig = OvQuantConfig(), *,
                 evaluate: Callable[[Any, Iterable[Any]], float] | None = None, eval_data: Iterable[Any] | None = None) -> dict[str, Any]:
-    """Quantize an ONNX/IR model with NNCF and save INT8 IR at `xml_out` (.bin beside it)."""
+    """Quantize an ONNX/IR model with NNCF and save INT8 IR at `xml_out` (.bin beside it).
+
+    With config.max_drop and `evaluate(compiled_model, eval_data) -> metric`, NNCF's accuracy control reverts
+    the most harmful layers to float until the metric drops at most max_drop (absolute); eval_data items are
+    (inputs, target) pairs."""
     require_nncf()
     import nncf
 
@@ -123,7 +127,9 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
             if evaluate is not None and config.max_drop is not None:
                 if eval_data is None:
                     raise ConfigError("accuracy control needs evaluation data", hint="pass eval_data= with the evaluation function")
-                model = nncf.quantize_with_accuracy_control(model, dataset, nncf.Dataset(list(eval_data)), evaluate,
+                # items are (inputs, target): `evaluate` sees them whole, NNCF's own ranking runs feed only inputs
+                validation = nncf.Dataset(list(eval_data), _inputs_of)
+                model = nncf.quantize_with_accuracy_control(model, dataset, validation, evaluate,
                                                             max_drop=config.max_drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
                 info.update(method="nncf.quantize_with_accuracy_control", max_drop=config.max_drop)
             else:
@@ -135,6 +141,13 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
         raise ExportError(f"NNCF quantization failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
                           hint="check the model compiles on OpenVINO; try model_type or ignored types") from err
     return _save(model, xml_out, info)
+
+
+def _inputs_of(item):
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ConfigError("accuracy-control evaluation items must be (inputs, target) pairs",
+                          hint="e.g. eval_data=[(image_batch, label), ...]")
+    return item[0]
 
 
 def to_fp16_ir(source: str | os.PathLike, xml_out: str | os.PathLike) -> dict[str, Any]:
