@@ -17,7 +17,7 @@ from conftest import make_cnn, make_encoder
 from edgeprune.calibration import CalibrationData, CalibrationError
 from edgeprune.errors import ConfigError
 from edgeprune.quantize import default_precision, quantize
-from edgeprune.quantize.ort import OrtQuantConfig
+from edgeprune.quantize.ort import OrtQuantConfig, host_has_int8_dot
 from edgeprune.quantize.trt import check_trt_qdq
 
 INT8_COSINE = 0.99
@@ -55,10 +55,17 @@ def test_int8_cnn_runs_and_agrees(cnn, tmp_path, backend):
     r = quantize(model, backend, calib, "int8", out)  # validate=True: it ran on the runtime
     assert out.exists() and r.checks and r.min_cosine >= INT8_COSINE, r.checks
     assert r.top1_agreement is not None and r.top1_agreement >= 0.9
+    no_vnni = host_has_int8_dot() is False  # CNN defaults differ on x86 CPUs whose int8 kernels saturate
     if backend == "openvino":
         assert out.with_suffix(".bin").exists() and r.details["fake_quantize_ops"] > 0
+        assert r.details["model_type"] == "cnn" and r.details["fast_bias_correction"] is False
+        assert "GroupConvolution" in r.details["float_types"]
+        assert r.details["overflow_fix"] == ("enable" if no_vnni else "nncf default")
     else:
         assert r.details["quantized_nodes"].get("DequantizeLinear", 0) > 0
+    if backend == "onnxruntime":  # 8-bit weights: uint8 (U8U8, no saturation) without VNNI, else int8
+        assert r.details["model_type"] == "cnn" and r.details["weight_type"] == ("uint8" if no_vnni else "int8")
+        assert r.details["reduce_range"] is False
     if backend == "tensorrt":
         assert r.details["tensorrt_check"]["int8_weights"] >= 4
 

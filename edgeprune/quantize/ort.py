@@ -158,6 +158,8 @@ def resolve(config: OrtQuantConfig, onnx_path: Path) -> tuple[OrtQuantConfig, di
         changes.update(weight_symmetric=False, reduce_range=False)
     changes["weight_type"] = weight_type
     info = {"model_type": kind, "weight_type": weight_type}
+    if weight_type == "uint8" and config.weight_type is None:
+        info["reduce_range_reason"] = "auto: CNN on x86 without VNNI/AMX: 8-bit uint8 weights, U8U8 kernels (no saturation)"
     if "nodes_to_exclude" in changes:
         info["float_gelu_matmuls"] = len(changes["nodes_to_exclude"]) - len(config.nodes_to_exclude)
     if "op_types" in changes:
@@ -212,7 +214,8 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
         # node names are those of the pre-processed graph, which is what the quantizer sees
         config, decided = resolve(config, src)
         reduce_range, why = resolve_reduce_range(config)
-        info.update(decided, reduce_range=reduce_range, reduce_range_reason=why)
+        info.update(reduce_range=reduce_range, reduce_range_reason=why)
+        info.update(decided)
         op_types = list(config.op_types) if config.op_types else None
         with atomic_path(onnx_out, suffix=".onnx") as out, _quiet():
             if config.mode == "dynamic":
