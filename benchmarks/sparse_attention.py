@@ -26,7 +26,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.attention import AttentionSparsityConfig, SparseAttention, attention_layers, sparsify_attention  # noqa: E402
+from edgeprune.attention import AttentionSparsityConfig, attention_layers, sparsify_attention  # noqa: E402
+from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.export import export, export_openvino  # noqa: E402
@@ -59,13 +60,9 @@ def latency(models: dict[str, nn.Module], inputs: tuple, names: list[str], backe
             for (label, _, _), r, s in zip(sessions, results, speed)}
 
 
-class Layer(nn.Module):
-    def __init__(self, density: float, causal: bool = False):
-        super().__init__()
-        self.attn = SparseAttention(density=density, block_size=64, window=1, global_blocks=1, causal=causal)
-
-    def forward(self, q, k, v):
-        return self.attn(q, k, v)
+def Layer(density: float, causal: bool = False) -> nn.Module:
+    """One attention layer (block 64, window 1, 1 global block): the module `optimize` times for its decision."""
+    return AttentionLayer(AttentionSparsityConfig(density=density, block_size=64, window=1, global_tokens=1), causal)
 
 
 def bench_layer(args, tmp: Path) -> list[dict]:

@@ -92,11 +92,13 @@ def _summary_table(result) -> Table:
 @click.option("--recover-steps", default=0, show_default=True, type=int, help="Distillation steps after pruning.")
 @click.option("--importance", default="numerical", show_default=True)
 @click.option("--threads", type=int)
+@click.option("--sparse-attention", "sparse_attention", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="Block-sparse attention after pruning: auto = only where the latency model says it pays at the model's length.")
 @click.option("-o", "--output", "outdir", default="edgeprune-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False),
               help="Also pack OUTDIR into a deployable NAME.tar.gz (see `edgeprune bundle`).")
 def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, eval_spec, max_drop, recover_steps,
-                 importance, threads, outdir, bundle_path):
+                 importance, threads, sparse_attention, outdir, bundle_path):
     """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, validate, measure."""
     from edgeprune.models import load_model
     from edgeprune.optimize import optimize
@@ -119,7 +121,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
         result = optimize(loaded.module, loaded.example_inputs, profile=profile, runtime=runtime, speedup=speedup,
                           latency_ms=latency_ms, macs_ratio=macs_ratio, calib=calib, eval_inputs=eval_inputs,
                           evaluate=evaluate, max_drop=max_drop, recover_steps=recover_steps, importance=importance,
-                          threads=threads, input_names=loaded.input_names, model_name=loaded.name,
+                          threads=threads, input_names=loaded.input_names, model_name=loaded.name, attention=sparse_attention,
                           progress=lambda msg: status.update(msg))
         status.update("writing the output folder")
         write_outdir(result, outdir, loaded.name)
@@ -133,6 +135,9 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     console.print(f"{len(result.attempts)} attempt(s); last: {last.note}. Prediction error "
                   f"{'%+.1f%%' % (100 * result.prediction_error) if result.prediction_error is not None else 'n/a'}. "
                   f"Wall time {result.seconds:.0f} s. Output: {outdir}/ (plan.json, model.onnx, model.xml, report.json, report.html)")
+    attn = result.plan.attention
+    if attn:
+        console.print(f"sparse attention {'applied' if attn['applied'] else 'not applied'}: {attn['reason']}")
 
 
 @click.command("apply")
@@ -156,7 +161,8 @@ def apply_cmd(plan_path, model, input_shapes, output):
     calib = minilm_batches(minilm_texts()[:48]) if model == "minilm" else None
     pruned = apply_plan(plan, loaded.module, loaded.example_inputs, calib=calib)
     report = export(pruned, loaded.example_inputs, output, input_names=loaded.input_names)
-    console.print(f"applied {plan_path}: {len(plan.per_layer_ratios())} group(s) pruned; {output} validated "
+    sparse = " and sparse attention" if plan.attention and plan.attention.get("applied") else ""
+    console.print(f"applied {plan_path}: {len(plan.per_layer_ratios())} group(s) pruned{sparse}; {output} validated "
                   f"(max abs diff {report.max_abs_diff:.2g})")
 
 

@@ -64,6 +64,8 @@ class Plan:
     seed: int = 0
     importance: str = "numerical"
     version: int = PLAN_VERSION
+    # sparse-attention decision (edgeprune/optimize/attention.py); None: not considered
+    attention: dict[str, Any] | None = None
 
     def keep(self) -> dict[str, int]:
         return {g["name"]: int(g["keep"]) for g in self.groups}
@@ -90,6 +92,8 @@ class Plan:
         if missing:
             raise ConfigError(f"{where}: missing field(s) {missing}", hint="use a plan written by `edgeprune optimize`")
         plan = cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
+        if plan.attention is not None and not isinstance(plan.attention, dict):
+            raise ConfigError(f"{where}: field 'attention' must be an object or null", hint="use a plan written by `edgeprune optimize`")
         for i, g in enumerate(plan.groups):
             for key in ("name", "width", "keep"):
                 if key not in g:

@@ -172,15 +172,17 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
 
 
 def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, compensate: bool = True) -> torch.nn.Module:
-    """Prune `model` to the plan's kept widths (deterministic: same plan, model and calib -> same weights)."""
+    """Prune `model` to the plan's kept widths (deterministic: same plan, model and calib -> same weights), then
+    give it the plan's sparse attention, if any (on the heads pruning left)."""
+    from edgeprune.optimize.attention import apply_attention
     from edgeprune.pruning import StructuredConfig, prune
 
     ratios = plan.per_layer_ratios()
-    if not ratios:
-        return model
-    config = StructuredConfig(ratio=0.0, per_layer=ratios, unit="auto", importance=plan.importance,
-                              compensate=compensate, seed=plan.seed)
-    return prune(model, example_inputs, config, calib=calib)
+    if ratios:
+        config = StructuredConfig(ratio=0.0, per_layer=ratios, unit="auto", importance=plan.importance,
+                                  compensate=compensate, seed=plan.seed)
+        model = prune(model, example_inputs, config, calib=calib)
+    return apply_attention(plan.attention, model, example_inputs, calib=calib)
 
 
 def _recover(student, teacher, batches, steps: int, lr: float = 1e-4) -> None:

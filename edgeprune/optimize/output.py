@@ -31,6 +31,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
                      "selected": i == len(result.attempts) - 1, "note": a.note} for i, a in enumerate(result.attempts)],
         "predicted_vs_measured": [{"name": f"attempt {i + 1}", "predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms}
                                   for i, a in enumerate(result.attempts) if a.measured_ms],
+        "attention": result.plan.attention,  # sparse-attention decision: applied, reason, numbers (optimize/attention.py)
     }
     if result.bench:
         from edgeprune.bench import compare

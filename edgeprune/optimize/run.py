@@ -14,6 +14,7 @@ import torch
 from edgeprune.errors import ConfigError
 from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
                                      _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
+from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
 from edgeprune.planner import Plan, build_plan, choose_pattern
@@ -78,11 +79,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
              max_drop: float = 1.0, recover_steps: int = 0, importance: str = "numerical", threads: int | None = None,
              input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 5, iters: int = 100,
              max_candidates: int = 24, allocation: str = "sensitivity", model_name: str = "model", workdir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+             progress: Callable[[str], None] | None = None, attention: str | Any | None = None) -> OptimizeResult:
     """Find per-group widths that meet the budget on `profile`'s runtime with the least importance lost.
 
     evaluate(model) -> score in points (higher is better; e.g. accuracy %). Without it, the score is
     100 x cosine fidelity of the outputs to the dense model on `eval_inputs` (else `calib`).
+    attention: "auto" (block-sparse attention after pruning when the latency model says it pays at the model's
+    length), "off"/None (never), or an AttentionSparsityConfig (always); the decision is recorded in plan.attention.
     """
     from edgeprune.counting import count
     from edgeprune.export import export
@@ -98,6 +101,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     runtime = _pick_runtime(profile, runtime, on_host)
     measured = on_host and runtime in MEASURABLE
     model = model.eval()
+    # decided first (a bad value fails before any measuring), on the dense layer shape (see optimize/attention.py)
+    attention_record = decide_attention(model, example_inputs, attention, profile=profile, runtime=runtime,
+                                        measured=measured, threads=threads, say=say)
     names = input_names or [f"input_{i}" for i in range(len(example_inputs))]
     tmp = tempfile.TemporaryDirectory(prefix="edgeprune-opt-")
     work = Path(workdir or tmp.name)
@@ -169,6 +175,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                                   total_s=joint_total)
     joint = joint_total(plan.keep())
     plan.predicted_s, plan.dense_predicted_s, plan.budget_s = fit(joint), fit(total_dense), fraction * fit(total_dense)
+    plan.attention = attention_record  # apply_plan applies it after pruning
 
     attempts, keep, frozen = [], plan.keep(), set()
     base_counts = count(model, example_inputs)
@@ -216,7 +223,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                                                    for g in plan.groups],
                                      # the planner's own prediction, in the same units as budget_s (the
                                      # attempts carry the one anchored to the dense model timed beside them)
-                                     predicted_s=fit(fixed + _joint_cost(groups, records, keep, layer_s)))
+                                     predicted_s=fit(fixed + _joint_cost(groups, records, keep, layer_s)),
+                                     attention=with_layers(plan.attention, pruned))
     counts = {"dense": dataclasses.asdict(base_counts), "optimized": dataclasses.asdict(count(pruned, example_inputs))}
     result = OptimizeResult(pruned, final_plan, dense_ms, attempts[-1].measured_ms, attempts[-1].speedup,
                             attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
