@@ -42,6 +42,17 @@ def _partial(sec: dict) -> list[str]:
                                        "going or was stopped); the missing cells are not in the table.", ""]
 
 
+def _learned_vs_uniform(sec: dict, metric: str, higher_better: bool) -> list[str]:
+    """One data-driven line: in how many (pattern, method) cells learned allocation beat uniform on `metric`."""
+    rows = {(r["pattern"], r["method"], r["allocation"]): r for r in sec["rows"] if metric in r}
+    pairs = [(rows[(p, m, "uniform")][metric], rows[k][metric]) for k in rows if k[2] == "learned"
+             for p, m in [k[:2]] if (p, m, "uniform") in rows]
+    if not pairs:
+        return []
+    wins = sum((l > u) if higher_better else (l < u) for u, l in pairs)
+    return [f"Learned vs uniform allocation: learned is better on {metric} in {wins} of {len(pairs)} measured cells.", ""]
+
+
 def _minilm(m: dict) -> list[str]:
     out = [f"## MiniLM-L6 ({m['model']}; {m['data']})", "", _when(m), "", *_partial(m),
            f"Embedding cosine: mean cosine of the sparse vs dense sentence embeddings on the {m['probe_test']} held-out "
@@ -49,6 +60,7 @@ def _minilm(m: dict) -> list[str]:
            f"{m['probe_test']}. Calibration: {m['calibration_samples']} other snippets at {m['calibration_seq_len']} "
            f"tokens. Ignored: {', '.join(m['ignore'])}. **Dense probe accuracy: {m['dense_probe_accuracy']:.4f}** "
            "(cosine 1 by definition).", "",
+           *_learned_vs_uniform(m, "embedding_cosine", True), *_learned_vs_uniform(m, "probe_accuracy", True),
            "| pattern | method | allocation | global sparsity | embedding cosine | probe accuracy | seconds | learned: achieved global |",
            "|---|---|---|---|---|---|---|---|"]
     for r in m["rows"]:
@@ -65,6 +77,7 @@ def _decoder(d: dict) -> list[str]:
            f"Perplexity on {d['val_blocks']} held-out blocks of {d['seq_len']} tokens; calibration "
            f"{d['calibration_samples']} training blocks; ignored: {', '.join(d['ignore'])} (tied to the embedding). "
            f"**Dense perplexity: {d['dense_perplexity']}**.", "",
+           *_learned_vs_uniform(d, "perplexity", False),
            "| pattern | method | allocation | global sparsity | perplexity | seconds | learned: achieved global |",
            "|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
