@@ -4,7 +4,7 @@ Layer l keeps weight i when its (per-layer normalised) importance a_i >= τ_l. T
 s_l(τ) = mean(a < τ) is a step function; a Gaussian kernel density estimate of the a_i makes it smooth:
 s_l(τ) ≈ mean Φ((τ − a_i) / h_l), h_l = 1.06 σ N^(−1/5) (Silverman) on a ≤10k subsample. The forward
 pass uses the hard mask with a straight-through gradient from the same kernel, so τ (log-parametrised,
-one scalar per layer) learns from block-output reconstruction on calibration data, plus the
+one scalar per layer) learns from model-output reconstruction on calibration data, plus the
 "controllable" term γ (Σ N_l s_l / Σ N_l − s*)². Weights never change here. At the end a shared
 log-offset is bisected so the hard global sparsity equals s*; the per-layer s_l then drive the
 pruning method (magnitude / Wanda / SparseGPT).
@@ -40,16 +40,6 @@ class AllocationResult:
         return dataclasses.asdict(self)
 
 
-def _block_modules(model: nn.Module) -> list[nn.Module]:
-    """Reconstruction targets: the children of the largest ModuleList (transformer layers), else the model."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    if lists:
-        biggest = max(lists, key=len)
-        if len(biggest) > 1:
-            return list(biggest)
-    return [model]
-
-
 def _first_tensor(out):
     if isinstance(out, torch.Tensor):
         return out
@@ -73,13 +63,16 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
     torch.manual_seed(cfg.seed)
     target, s_max = cfg.target_sparsity, cfg.max_layer_sparsity
     args, kwargs = take(batch, cfg.allocation_samples)
-    blocks = _block_modules(model)
     wanda = cfg.method != "magnitude"
 
-    # dense pass: block outputs (targets) and, for Wanda-style importance, per-layer input norms
+    # dense pass: the model output (target) and, for Wanda-style importance, per-layer input norms.
+    # Why the final output and not the mean over blocks: an early block's error is counted again in
+    # every later block's output while the last block's counts once, so a block-averaged loss prunes
+    # the last block hardest and hurts the output most (measured on the tiny GPT-2 at 70% magnitude:
+    # perplexity 507.0 block-averaged vs 480.4 output-reconstructed, uniform 479.7).
     outputs: dict[int, torch.Tensor] = {}
     moments: dict[str, Moments] = {}
-    hooks = [b.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, _first_tensor(o))) for i, b in enumerate(blocks)]
+    hooks = [model.register_forward_hook(lambda m, a, o: outputs.__setitem__(0, _first_tensor(o)))]
     if wanda:
         def pre(name):
             def hook(mod, a):
@@ -125,13 +118,7 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
             params[f"{name}.weight"] = _matrix_to_param(layers[name], weights[name] * keep)
             s_l = normal.cdf((tau[j] - subs[name]) / h).mean()  # KDE estimate of the layer's sparsity
             soft_global = soft_global + s_l * (counts[name] / total)
-        got: dict[int, torch.Tensor] = {}
-        hooks = [b.register_forward_hook(lambda m, a, o, i=i: got.__setitem__(i, _first_tensor(o))) for i, b in enumerate(blocks)]
-        try:
-            functional_call(model, params, args, kwargs, strict=False)
-        finally:
-            for hk in hooks:
-                hk.remove()
+        got = {0: _first_tensor(functional_call(model, params, args, kwargs, strict=False))}
         recon = sum(((got[i] - targets[i]) ** 2).sum() / (targets[i] ** 2).sum().clamp_min(1e-12) for i in targets) / len(targets)
         loss = recon + cfg.allocation_gamma * (soft_global - target) ** 2
         opt.zero_grad()
