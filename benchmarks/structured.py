@@ -135,12 +135,15 @@ def bench_effnet(args, tmp):
         secs = time.perf_counter() - t0
         macs = ep.count(ours, ex).macs
         base, base_macs, base_r = tp_magnitude_at_macs(model, ex, macs, [head])
+        sens = sensitivity_at_macs(model, ex, calib, macs / dense_macs)
+        sens_macs = ep.count(sens, ex).macs
         lat = {}
         for backend in ("onnxruntime", "openvino"):
             for b in (1, 8):
-                lat[(backend, b)] = latency({"dense": model, "ours": ours, "tp": base}, (photos[:b].contiguous(),), ["image"],
-                                            backend, args.rounds, args.iters // (2 if b == 8 else 1), tmp / f"en{ratio}")
-        for key, label, m, mm in (("ours", "edgeprune numerical+LS", ours, macs),
+                lat[(backend, b)] = latency({"dense": model, "ours": ours, "sens": sens, "tp": base}, (photos[:b].contiguous(),),
+                                            ["image"], backend, args.rounds, args.iters // (2 if b == 8 else 1), tmp / f"en{ratio}")
+        for key, label, m, mm in (("ours", "edgeprune numerical+LS, uniform ratio", ours, macs),
+                                  ("sens", "edgeprune numerical+LS, sensitivity allocation (same MACs)", sens, sens_macs),
                                   ("tp", f"Torch-Pruning magnitude (ratio {base_r:.3f})", base, base_macs)):
             with torch.no_grad():
                 out = m(test)
@@ -152,8 +155,19 @@ def bench_effnet(args, tmp):
                 row[f"{backend}_b{b}_p50_ms"] = v[key][0]
             row["speedup_per_mac_reduction_ort_b1"] = v_ratio(row["onnxruntime_b1_speedup"], dense_macs / mm)
             ROWS.append(row)
-        log(f"effnet {ratio}: agree {ROWS[-2]['top1_agree']:.2f} vs TP {ROWS[-1]['top1_agree']:.2f}")
+        log(f"effnet {ratio}: agree uniform {ROWS[-3]['top1_agree']:.2f} sensitivity {ROWS[-2]['top1_agree']:.2f} "
+            f"vs TP {ROWS[-1]['top1_agree']:.2f}")
         write()
+
+
+def sensitivity_at_macs(model, ex, calib, mac_fraction):
+    """edgeprune's allocation across groups (output sensitivity per MAC saved, as `optimize` plans it)
+    under a MAC budget: the latency model without a device peak is MAC-proportional (relative)."""
+    from edgeprune.optimize import optimize
+
+    res = optimize(model, ex, profile=None, runtime="onnxruntime", macs_ratio=mac_fraction, calib=calib[:64],
+                   max_drop=100.0, input_names=["image"], model_name="EfficientNet-Lite0")
+    return res.model
 
 
 def v_ratio(speed, mac_reduction):
@@ -183,13 +197,22 @@ def bench_minilm(args, tmp):
     d_tr, d_te, d_acc = evaluate(wrapped)
     dense_macs = ep.count(wrapped, ex).macs
     configs = [("heads", 0.5), ("ffn", 0.5), ("auto", 0.3), ("auto", 0.5)] if not args.quick else [("auto", 0.5)]
+    configs += [("optimize", s) for s in ((1.5, 2.0) if not args.quick else (1.5,))]
     for unit, ratio in configs:
         variants = {}
         t0 = time.perf_counter()
-        variants["edgeprune numerical+LS"] = ep.prune(wrapped, ex, ep.StructuredConfig(ratio=ratio, unit=unit), calib=calib)
-        secs = time.perf_counter() - t0
-        variants["magnitude, no compensation"] = ep.prune(
-            wrapped, ex, ep.StructuredConfig(ratio=ratio, unit=unit, importance="magnitude", compensate=False), calib=calib)
+        if unit == "optimize":  # latency-aware widths per layer for ORT on this host, at a requested speedup
+            from edgeprune.optimize import optimize
+
+            res = optimize(wrapped, ex, profile="host", runtime="onnxruntime", speedup=ratio, calib=calib, max_drop=100.0,
+                           input_names=names, model_name="MiniLM-L6")
+            variants[f"edgeprune optimize --speedup {ratio} (heads+FFN widths per layer)"] = res.model
+            secs = time.perf_counter() - t0
+        else:
+            variants["edgeprune numerical+LS"] = ep.prune(wrapped, ex, ep.StructuredConfig(ratio=ratio, unit=unit), calib=calib)
+            secs = time.perf_counter() - t0
+            variants["magnitude, no compensation"] = ep.prune(
+                wrapped, ex, ep.StructuredConfig(ratio=ratio, unit=unit, importance="magnitude", compensate=False), calib=calib)
         lat = latency({"dense": wrapped, **variants}, ex, names, "onnxruntime", args.rounds, args.iters // 2, tmp / f"lm{unit}{ratio}")
         for label, m in variants.items():
             e_tr, e_te, acc = evaluate(m)
@@ -270,7 +293,7 @@ def markdown() -> str:
     if "minilm" in sec:
         out += ["", "## MiniLM-L6 (Rotten Tomatoes: embedding cosine on 1000 test snippets; logistic probe train 2000 / test 1000)", "",
                 "| unit | ratio | method | MACs (seq 128) | embedding cosine | probe acc (dense) | ORT speedup b1 seq128 |", "|---|---|---|---|---|---|---|"]
-        out += [f"| {r['unit']} | {r['ratio']:.0%} | {r['method']} | {r['mac_frac']:.1%} | {r['embed_cos']:.4f} | "
+        out += [f"| {r['unit']} | {ratio_cell(r)} | {r['method']} | {r['mac_frac']:.1%} | {r['embed_cos']:.4f} | "
                 f"{r['probe_acc']:.3f} ({r['dense_probe_acc']:.3f}) | {fmt_speed(r['ort_speedup_b1_seq128'])} |"
                 for r in ROWS if r["section"] == "minilm"]
     if "gpt2" in sec:
@@ -279,6 +302,22 @@ def markdown() -> str:
         out += [f"| {r['ratio']:.0%} | {r['method']} | {r['mac_frac']:.1%} | {r['val_ppl']:.1f} ({r['dense_ppl']:.1f}) |"
                 for r in ROWS if r["section"] == "gpt2"]
     return "\n".join(out) + "\n"
+
+
+def keep_previous_sections(running: list[str]) -> None:
+    """Rows of sections not re-run now stay in the results (each section is measured on its own)."""
+    import json
+
+    path = zoo.RESULTS / "structured.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        ROWS.extend(r for r in doc.get("rows", []) if r.get("section") not in running)
+        META["previous_runs"] = {**doc.get("meta", {}).get("previous_runs", {}),
+                                 **{sec: doc["machine"].get("date_utc") for sec in {r.get("section") for r in ROWS}}}
+
+
+def ratio_cell(r) -> str:
+    return f"{r['ratio']}x speedup asked" if r.get("unit") == "optimize" else f"{r['ratio']:.0%}"
 
 
 def write():
@@ -296,6 +335,7 @@ def main():
     if args.quick:
         args.rounds, args.iters, args.train_steps = 3, 30, 20
     META.update(vars(args))
+    keep_previous_sections(args.only.split(","))
     torch.manual_seed(0)
     sections = {"mnist": bench_mnist, "effnet": bench_effnet, "minilm": bench_minilm, "gpt2": bench_gpt2_impl}
     with tempfile.TemporaryDirectory(prefix="edgeprune-structured-") as tmp:
