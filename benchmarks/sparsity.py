@@ -194,30 +194,38 @@ def run_latency(doc, save, quick):
             export(module, example, paths[name], input_names=NAMES)
         for backend_name, options in (("onnxruntime", BackendOptions(threads=2)),
                                       ("openvino", BackendOptions(threads=2, sparse_weights=True, extra={"sparse_rate": 0.4}))):
-            for name, path in paths.items():
-                rows.append(_latency_row(get_backend(backend_name, options).compile(path), backend_name, name,
-                                         summary, measure, 30 if quick else 100))
-                log(json.dumps(rows[-1]))
-    dense_ms = {r["runtime"]: r["p50_ms"] for r in rows if r["model"] == "dense"}
-    for r in rows:
-        r["speedup_vs_dense"] = round(dense_ms[r["runtime"]] / r["p50_ms"], 3)
+            rows += _latency_pair(backend_name, options, paths, summary, 3 if quick else 5, 30 if quick else 100)
+            log(json.dumps(rows[-1]))
     doc["latency"] = {"seq_len": 128, "batch": 1, "threads": 2, "rows": rows, "measured": measured(quick),
                       "torch_cuda_and_tensorrt": {k: summary[k] for k in ("torch-cuda", "tensorrt")}}
     save()
 
 
-def _latency_row(backend, backend_name, name, summary, measure, iters) -> dict:
-    feeds = backend.prepare_inputs(None)
-    st = measure(backend.runner(feeds), warmup=10, iters=iters).stats
-    row = {"model": name, "runtime": backend_name, "p50_ms": round(st.p50, 3), "p90_ms": round(st.p90, 3)}
-    if name == "2:4":
-        s = summary[backend_name]
-        row["accelerated"] = f"{'/'.join(s['verdicts'])}: {s['main_reason']}"
-        if backend_name == "openvino":  # measured evidence: which kernels OpenVINO actually ran
-            fc = [l for l in backend.inspect(feeds, runs=3) if l.op_type in ("FullyConnected", "MatMul")]
-            row["evidence"] = (f"{sum(1 for l in fc if l.sparse)} of {len(fc)} FullyConnected/MatMul layers ran a sparse "
-                               f"kernel; exec types: {sorted({l.exec_type for l in fc})}")
-    return row
+def _latency_pair(backend_name, options, paths, summary, rounds, iters) -> list[dict]:
+    """Dense and 2:4 on one runtime in interleaved rounds; speedup = median of per-round p50 ratios (min-max)."""
+    from edgeprune.backends import get_backend
+    from edgeprune.bench import benchmark_sessions, compare
+
+    sessions = []
+    for name, path in paths.items():
+        sess = get_backend(backend_name, options).compile(path)
+        sessions.append((name, sess, sess.prepare_inputs(None)))
+    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
+    speed = [None] + compare(results)
+    rows = []
+    for (name, sess, feeds), res, sp in zip(sessions, results, speed):
+        row = {"model": name, "runtime": backend_name, "p50_ms": round(res.stats.p50, 3), "p90_ms": round(res.stats.p90, 3),
+               "speedup_vs_dense": 1.0 if sp is None else round(sp.median, 3),
+               "speedup_min": None if sp is None else round(sp.min, 3), "speedup_max": None if sp is None else round(sp.max, 3)}
+        if name == "2:4":
+            s = summary[backend_name]
+            row["accelerated"] = f"{'/'.join(s['verdicts'])}: {s['main_reason']}"
+            if backend_name == "openvino":  # measured evidence: which kernels OpenVINO actually ran
+                fc = [l for l in sess.inspect(feeds, runs=3) if l.op_type in ("FullyConnected", "MatMul")]
+                row["evidence"] = (f"{sum(1 for l in fc if l.sparse)} of {len(fc)} FullyConnected/MatMul layers ran a sparse "
+                                   f"kernel; exec types: {sorted({l.exec_type for l in fc})}")
+        rows.append(row)
+    return rows
 
 
 # -- results: merge sections into the existing file -----------------------------------------------------------

@@ -4,6 +4,10 @@ from __future__ import annotations
 GRID_CELLS = 18  # 3 patterns x 3 methods x {uniform, learned} (learned 2:4 rows say n/a)
 
 
+def _spread(r) -> str:
+    return f" ({r['speedup_min']}-{r['speedup_max']})" if r.get("speedup_min") is not None else ""
+
+
 def markdown(doc: dict, gpu: dict | None) -> str:
     lines = ["# Sparsity: magnitude / Wanda / SparseGPT, uniform vs learned allocation, measured latency", "",
              "No finetuning anywhere. Each section below was measured separately (date, machine and command in its "
@@ -92,9 +96,9 @@ def _decoder(d: dict) -> list[str]:
 def _latency(lat: dict) -> list[str]:
     out = [f"## Measured CPU latency, MiniLM-L6 batch 1 x {lat['seq_len']} tokens, {lat['threads']} threads", "",
            _when(lat), "",
-           "| model | runtime | p50 ms | p90 ms | speedup vs dense | accelerated | evidence |", "|---|---|---|---|---|---|---|"]
+           "| model | runtime | p50 ms | p90 ms | speedup vs dense (5 interleaved rounds, min-max) | accelerated | evidence |", "|---|---|---|---|---|---|---|"]
     for r in lat["rows"]:
-        out.append(f"| {r['model']} | {r['runtime']} | {r['p50_ms']} | {r['p90_ms']} | {r['speedup_vs_dense']}x | "
+        out.append(f"| {r['model']} | {r['runtime']} | {r['p50_ms']} | {r['p90_ms']} | {r['speedup_vs_dense']}x{_spread(r)} | "
                    f"{r.get('accelerated', '-')} | {r.get('evidence', '-')} |".replace("\n", " "))
     out.append("")
     for k, s in lat["torch_cuda_and_tensorrt"].items():
