@@ -90,8 +90,9 @@ def _judge(shape, cfg: AttentionSparsityConfig, profile, runtime: str, measured:
         reason = f"pays at length {shape.seq}: {numbers} ({where}), saving {cost.saving:.0%} >= {PAYS:.0%}"
     else:
         even = break_even_seq(shape, cfg, PAYS)
-        blocks = (f"{cost.blocks} block(s) of {cfg.block_size}, every one kept (window + global blocks alone are "
-                  f"{cost.kept})" if cost.kept >= cost.blocks else f"{cost.kept} of {cost.blocks} blocks kept")
+        forced = (cfg.window + 1 if shape.causal else 2 * cfg.window + 1) + cfg.global_blocks
+        blocks = (f"{cost.blocks} block(s) of {cfg.block_size}, every one kept (window + global blocks alone force "
+                  f"{forced})" if cost.kept >= cost.blocks else f"{cost.kept} of {cost.blocks} blocks kept")
         reason = (f"does not pay at length {shape.seq}: {blocks}; {numbers} ({where}), saving {cost.saving:.0%} < "
                   f"{PAYS:.0%}" + (f"; pays from about length {even} (estimate)" if even else ""))
     record: dict[str, Any] = {"applied": pays, "source": cost.source, "reason": reason, "runtime": runtime,
