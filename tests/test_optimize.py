@@ -130,3 +130,31 @@ def test_apply_errors_are_one_line(tmp_path, args, fragment):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_slow_measurement_joins_the_anchors_and_narrows_the_plan():
+    from types import SimpleNamespace
+
+    from edgeprune.latency import WholeModelFit
+    from edgeprune.optimize.run import _replan_if_slow
+    from edgeprune.planner import GroupOption, build_plan
+
+    # one group of 64 units costing 1 ms per 8 kept; the table says the plan (48 kept) runs 6 ms = 0.67x of 9 ms
+    opt = GroupOption("g", 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
+    total = lambda keep: 1e-3 + 1e-3 * keep["g"] / 8  # noqa: E731
+    fit = WholeModelFit.from_points([(9e-3, 9e-3)])
+    plan = build_plan([opt], 6e-3, 1e-3, model="m", profile="host", runtime="onnxruntime", total_s=total)
+    timed = lambda ms: SimpleNamespace(stats=SimpleNamespace(p50=ms))  # noqa: E731
+    attempt = SimpleNamespace(accepted=True, note="")
+    fraction = 6.0 / 9.0
+    # measured 0.8 of dense (1.25x) for a 1.5x request: re-plan narrower on the corrected map
+    out = _replan_if_slow([timed(10.0), timed(8.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+                          "numerical", total, attempt)
+    assert out is not None
+    new_fit, keep = out
+    assert keep["g"] < plan.keep()["g"]
+    assert new_fit(total(plan.keep())) == pytest.approx(0.8 * 9e-3)  # the measurement is now an anchor
+    assert not attempt.accepted and "re-planning" in attempt.note
+    # measured within 3% of the budget: nothing to do
+    assert _replan_if_slow([timed(10.0), timed(6.8)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+                           "numerical", total, attempt) is None

@@ -73,6 +73,31 @@ def _build_plan_or_explain(options, budget: float, fixed: float, fit, total_dens
                           hint=f"ask for at most {dense / floor:.2f}x speedup or a latency >= {floor * 1e3:.3f} ms") from None
 
 
+def _replan_if_slow(bench, fraction, fit, keep, fixed, total_dense, options, model_name, plan, importance, joint_total,
+                    attempt):
+    """(new fit, new widths) when the measured latency missed the budget by >3%, else None.
+
+    The measurement is itself a whole-model timing at exactly these widths, so it joins the anchors
+    (as a ratio to the dense model timed beside it) and the plan is made again on the corrected map.
+    """
+    measured_ratio = bench[1].stats.p50 / bench[0].stats.p50
+    if measured_ratio <= fraction * 1.03:
+        return None
+    raw = joint_total(keep)
+    new_fit = WholeModelFit.from_points(list(zip(fit.raw_s, fit.measured_s)) + [(raw, measured_ratio * fit(total_dense))])
+    try:
+        new_plan = build_plan(options, new_fit.inverse(fraction * new_fit(total_dense)), fixed, model=model_name,
+                              profile=plan.profile, runtime=plan.runtime, importance=importance, total_s=joint_total)
+    except ConfigError:
+        return None  # nothing narrower is allowed: keep what was measured
+    if new_plan.keep() == keep:
+        return None
+    attempt.accepted = False
+    attempt.note = (f"measured {1 / measured_ratio:.2f}x < requested {1 / fraction:.2f}x: this measurement joins the "
+                    "latency anchors, re-planning")
+    return new_fit, new_plan.keep()
+
+
 def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
              speedup: float | None = None, latency_ms: float | None = None, macs_ratio: float | None = None,
              calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
@@ -204,7 +229,16 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         ok = drop <= max_drop
         attempts.append(Attempt(dict(keep), predicted, measured_ms, spd, score, drop, ok,
                                 "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off"))
-        if ok or round_i == max_rounds - 1:
+        if round_i == max_rounds - 1:
+            break
+        if ok and measured and macs_ratio is None and not frozen:
+            replanned = _replan_if_slow(bench, fraction, fit, keep, fixed, total_dense, options, model_name, plan,
+                                        importance, joint_total, attempts[-1])
+            if replanned is None:
+                break
+            fit, keep = replanned
+            continue
+        if ok:
             break
         # Back off: restore the group that lost the most importance (its units mattered most).
         lost = sorted((o for o in options if keep[o.name] < o.width and o.name not in frozen),
