@@ -72,7 +72,11 @@ def group_layers(group, shapes: dict[str, LayerShape]) -> list[LayerRecord]:
     for p in group.producers:
         if p.name in shapes:
             rows = sum(len(r) for r in p.rows) / n
-            recs[p.name] = LayerRecord(p.name, shapes[p.name], n_per_unit=rows)
+            shape = shapes[p.name]
+            # a depthwise conv can be a group's producer only (e.g. the last MBConv block): its groups
+            # must shrink with its channels, or the timed graph is an invalid grouped conv
+            dw = shape.kind == "conv" and 1 < shape.groups == shape.n
+            recs[p.name] = LayerRecord(p.name, shape, n_per_unit=rows, depthwise=dw)
     for c in group.consumers:
         if c.name not in shapes:
             continue
