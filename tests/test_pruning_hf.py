@@ -146,3 +146,10 @@ def test_ignore_transformer_layer(minilm_text):
                                           ignore=["model.encoder.layer.0*"]), calib=cal)
     assert pruned.model.encoder.layer[0].intermediate.dense.out_features == 1536
     assert pruned.model.encoder.layer[1].intermediate.dense.out_features == 768
+
+
+def test_gpt2_magnitude_importance_scores_conv1d_biases():
+    # HF Conv1D biases are 1-D: magnitude importance indexed them as (in, out) matrices and crashed
+    model, x = make_gpt2()
+    pruned = ep.prune(model, x, ep.StructuredConfig(ratio=0.5, importance="magnitude", compensate=False))
+    assert ep.count(pruned, x).macs < 0.75 * ep.count(model, x).macs

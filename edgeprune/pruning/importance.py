@@ -71,9 +71,11 @@ def wanda(group: Group, stats: dict[str, list[BlockStats]]) -> torch.Tensor:
 
 def _rows_of(mod: nn.Module, t: torch.Tensor, idx: list[int], out_side: bool) -> torch.Tensor:
     """Slices of a weight-shaped tensor t belonging to features idx (output rows or input columns)."""
-    if is_conv1d(mod):
+    if t.dim() == 1:  # a bias: indexed by output feature whatever the layer type
+        return t[idx]
+    if is_conv1d(mod):  # HF GPT-2 Conv1D stores W as (in, out)
         return t[:, idx] if out_side else t[idx]
-    if out_side or t.dim() == 1:
+    if out_side:
         return t[idx]
     if isinstance(mod, nn.Conv2d) and mod.groups > 1:
         per = mod.in_channels // mod.groups
