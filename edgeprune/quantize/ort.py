@@ -11,9 +11,11 @@ numbers in benchmarks/results/quantize.md):
     padding value is finfo(float32).min: scale 1e36, every attention score rounds to 0 (MiniLM cosine 0.29).
     The FFN down-projection (the MatMul fed by GELU) stays float: its input has outlier channels that one
     per-tensor uint8 scale cannot hold (cosine 0.93 with it quantized under any calibration method, 0.991 without).
-  cnn: 8-bit weights. The old 7-bit default (reduce_range, to dodge VPMADDUBSW saturation on CPUs without
-    VNNI) costs depthwise-separable nets most of their accuracy (EfficientNet-Lite0 top-1 agreement 0.66 from
-    weights alone); on such CPUs the weights are uint8 instead (ORT's U8U8 kernels do not saturate).
+  cnn: int8 weights, 7-bit (reduce_range) on x86 CPUs without VNNI to dodge VPMADDUBSW saturation. That
+    costs depthwise-separable nets accuracy (EfficientNet-Lite0 top-1 agreement 0.75 vs 0.86 from weights
+    alone). weight_type="uint8" keeps 8 bits without saturation (ORT's U8U8 kernels) but is opt-in: measured
+    on this AVX2 EPYC, EfficientNet-Lite0 U8U8 ran 0.14x of FP32 (46.8 ms vs 6.8 ms), a 7x slowdown no
+    accuracy gain pays for in a speed tool (benchmarks/results/quantize.md).
 """
 from __future__ import annotations
 
@@ -152,14 +154,11 @@ def resolve(config: OrtQuantConfig, onnx_path: Path) -> tuple[OrtQuantConfig, di
         if gelu:
             changes["nodes_to_exclude"] = tuple(config.nodes_to_exclude) + tuple(gelu)
     weight_type = config.weight_type or "int8"
-    if kind == "cnn" and config.weight_type is None and config.reduce_range is None and host_has_int8_dot() is False:
-        # 8-bit uint8 weights with asymmetric scales: full precision, and U8U8 kernels do not saturate on AVX2
-        weight_type = "uint8"
+    if weight_type == "uint8" and config.reduce_range is None:
+        # asked for uint8: full 8 bits with asymmetric scales (U8U8 kernels do not saturate, but are slow on AVX2)
         changes.update(weight_symmetric=False, reduce_range=False)
     changes["weight_type"] = weight_type
     info = {"model_type": kind, "weight_type": weight_type}
-    if weight_type == "uint8" and config.weight_type is None:
-        info["reduce_range_reason"] = "auto: CNN on x86 without VNNI/AMX: 8-bit uint8 weights, U8U8 kernels (no saturation)"
     if "nodes_to_exclude" in changes:
         info["float_gelu_matmuls"] = len(changes["nodes_to_exclude"]) - len(config.nodes_to_exclude)
     if "op_types" in changes:
