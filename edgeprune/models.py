@@ -50,6 +50,17 @@ class InputSpec:
         return torch.randint(1000, 2000, self.shape, generator=g, dtype=dtype)
 
 
+def module_and_inputs(model: Any, example_inputs: Any, verb: str, error: type[ConfigError] = ConfigError):
+    """(nn.Module, example_inputs) from an nn.Module or a LoadedModel (whose example inputs fill in when none
+    are given); anything else raises `error` naming the verb that needed a module."""
+    if isinstance(model, LoadedModel):
+        example_inputs = example_inputs if example_inputs is not None else model.example_inputs
+        model = model.module
+    if not isinstance(model, torch.nn.Module):
+        raise error(f"{verb} needs a torch.nn.Module, got {type(model).__name__}")
+    return model, example_inputs
+
+
 def parse_input_specs(specs: Sequence[str] | str | None) -> list[InputSpec]:
     if not specs:
         return []

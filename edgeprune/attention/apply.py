@@ -29,15 +29,11 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
     global target; otherwise every layer gets config.density. Returns the model (and the per-layer report).
     """
     from edgeprune.attention import calibrate, hf
-    from edgeprune.models import LoadedModel
+    from edgeprune.models import module_and_inputs
     from edgeprune.sparsity.calib import as_batches
 
     cfg = config or AttentionSparsityConfig()
-    if isinstance(model, LoadedModel):
-        example_inputs = example_inputs if example_inputs is not None else model.example_inputs
-        model = model.module
-    if not isinstance(model, nn.Module):
-        raise AttentionSparsityError(f"sparsify_attention needs a torch.nn.Module, got {type(model).__name__}")
+    model, example_inputs = module_and_inputs(model, example_inputs, "sparsify_attention", AttentionSparsityError)
     modules = hf.attention_modules(model, cfg.ignore)
     if not modules:
         raise AttentionSparsityError(f"no Hugging Face self-attention module found in {type(model).__name__}",

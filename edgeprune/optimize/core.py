@@ -228,8 +228,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: f
                 runtime: str, feeds, threads, work: Path, rounds: int, iters: int, fractions=(0.7, 0.4)):
     """WholeModelFit from the dense model and uniformly pruned anchors timed in one interleaved run.
 
-    The anchors only need the right shapes, so they are pruned by magnitude without compensation
-    (seconds); returns (fit, dense p50 seconds of this run)."""
+    The anchors only need the right shapes, so they are pruned by magnitude without compensation (seconds)."""
     from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.bench import benchmark_sessions
     from edgeprune.export import export
@@ -254,4 +253,4 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: f
         sessions.append((f"anchor{i}", sess, sess.prepare_inputs(feeds)))
     results = benchmark_sessions(sessions, warmup=10, iters=max(20, iters // 2), rounds=rounds)
     measured = [r.stats.p50 / 1e3 for r in results]
-    return WholeModelFit.from_points(zip(raws, measured)), measured[0]
+    return WholeModelFit.from_points(zip(raws, measured))

@@ -182,7 +182,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     fit = WholeModelFit.from_points([(total_dense, total_dense)])  # identity: roofline / imported tables
     if measured:
         say(f"timing the whole model at anchor widths on {runtime} (calibrates the layer table)")
-        fit, _ = _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed, step_for, dense_onnx,
+        fit = _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed, step_for, dense_onnx,
                              runtime, feeds, threads, work, rounds, iters)
 
     say("scoring units")

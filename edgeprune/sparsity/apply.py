@@ -163,14 +163,10 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
     `calib`: calibration inputs for wanda/sparsegpt/learned allocation (tensor, tuple of tensors,
     dict, or a list/DataLoader of those); without it the example inputs are used and the report says so.
     """
-    from edgeprune.models import LoadedModel
+    from edgeprune.models import module_and_inputs
 
     cfg = config or SparsityConfig()
-    if isinstance(model, LoadedModel):
-        example_inputs = example_inputs if example_inputs is not None else model.example_inputs
-        model = model.module
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"sparsify needs a torch.nn.Module, got {type(model).__name__}")
+    model, example_inputs = module_and_inputs(model, example_inputs, "sparsify")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     t0 = time.perf_counter()
