@@ -70,13 +70,16 @@ def grid(quick: bool, ignore: tuple[str, ...]):
     return out
 
 
-def run_grid(model, calib, quick, ignore, evaluate, section: dict, save):
-    """Sparsify `model` for every grid cell, score it with evaluate(sparse) -> dict, append a row, save."""
+def run_grid(model, calib, quick, ignore, evaluate, section: dict, save, done: dict | None = None):
+    """Sparsify `model` for every grid cell, score it with evaluate(sparse) -> dict, append a row, save.
+    `done`: rows of an earlier run with the same settings, keyed (pattern, method, allocation): reused, not re-run."""
     import edgeprune as ep
 
     for label, method, allocation, cfg in grid(quick, ignore):
         row = {"pattern": label, "method": method, "allocation": allocation}
-        if cfg is None:
+        if (label, method, allocation) in (done or {}):
+            row = done[(label, method, allocation)]
+        elif cfg is None:
             row["note"] = NO_LEARNED_NM
         else:
             t0 = time.perf_counter()
@@ -97,7 +100,19 @@ def run_grid(model, calib, quick, ignore, evaluate, section: dict, save):
 
 # -- MiniLM-L6 ------------------------------------------------------------------------------------------------
 
-def run_minilm(doc, save, quick):
+def finished_cells(out: Path, name: str, section: dict) -> dict:
+    """--resume: the scored rows of `name` in the existing results, if that run used the same settings."""
+    old = load_sections(out).get(name)
+    same = ("probe_train", "probe_test", "calibration_samples", "dense_probe_accuracy", "dense_perplexity", "val_blocks")
+    if not old or any(old.get(k) != section.get(k) for k in same):
+        return {}
+    learned_same = all(old["measured"].get(k) == section["measured"][k] for k in ("allocation_steps", "allocation_loss"))
+    return {(r["pattern"], r["method"], r["allocation"]): {**r, "measured_in": old["measured"]["date_utc"]}
+            for r in old["rows"] if ("embedding_cosine" in r or "perplexity" in r or "note" in r)
+            and (r["allocation"] == "uniform" or learned_same)}
+
+
+def run_minilm(doc, save, quick, resume_from=None):
     model, tok = zoo.minilm()
     tr_x, tr_y, te_x, te_y = zoo.probe_split(*((200, 100) if quick else (2000, 1000)))
     n_cal = 16 if quick else 128
@@ -123,7 +138,9 @@ def run_minilm(doc, save, quick):
         "eval_seq_len": 128, "dense_probe_accuracy": round(dense_acc, 4), "ignore": ["*pooler*"],
         "measured": measured(quick), "rows": []}
     log(f"minilm dense probe accuracy {dense_acc:.4f}")
-    run_grid(model, calib, quick, ("*pooler*",), evaluate, section, save)
+    done = finished_cells(resume_from, "minilm", section) if resume_from else {}
+    log(f"reusing {len(done)} finished cells")
+    run_grid(model, calib, quick, ("*pooler*",), evaluate, section, save, done)
 
 
 def embed_sorted(model, tok, texts, seq_len=128):
@@ -151,7 +168,7 @@ def perplexity(model, blocks, batch=16) -> float:
     return math.exp(total / n)
 
 
-def run_decoder(doc, save, quick):
+def run_decoder(doc, save, quick, resume_from=None):
     steps = 20 if quick else 200  # structured.py's --train-steps default: the same cached weights
     model = zoo.trained_tiny_gpt2(steps)
     train, val = zoo.lm_blocks(seq_len=zoo.GPT2_SMALL["n_positions"])
@@ -165,12 +182,14 @@ def run_decoder(doc, save, quick):
         # lm_head shares its weight with the token embedding: sparsifying it would also zero embeddings
         "ignore": ["lm_head"], "measured": measured(quick), "rows": []}
     log(f"decoder dense perplexity {dense:.2f}")
-    run_grid(model, (calib,), quick, ("lm_head",), lambda m: {"perplexity": round(perplexity(m, val), 3)}, section, save)
+    done = finished_cells(resume_from, "decoder", section) if resume_from else {}
+    run_grid(model, (calib,), quick, ("lm_head",), lambda m: {"perplexity": round(perplexity(m, val), 3)}, section, save,
+             done)
 
 
 # -- latency (timing-sensitive: run on a quiet machine) -------------------------------------------------------
 
-def run_latency(doc, save, quick):
+def run_latency(doc, save, quick, resume_from=None):
     """Dense vs 2:4 MiniLM on ORT and OpenVINO CPU; the verdict column comes from the report, evidence from OV counters."""
     import edgeprune as ep
     from edgeprune.backends import BackendOptions, get_backend
@@ -233,7 +252,9 @@ def _latency_pair(backend_name, options, paths, summary, rounds, iters) -> list[
 def measured(quick: bool) -> dict:
     info = zoo.machine_info()
     return {"date_utc": info["date_utc"], "quick": quick, "load_avg_1min_at_start": round(os.getloadavg()[0], 1),
-            "allocation_steps": 20 if quick else ALLOC_STEPS, "allocation_samples": ALLOC_SAMPLES, "cpu": info["cpu"], "cores_usable": info["cores_usable"],
+            "allocation_steps": 20 if quick else ALLOC_STEPS, "allocation_samples": ALLOC_SAMPLES,
+            # learned rows before commit b66369e reconstructed the block average; --resume re-runs those
+            "allocation_loss": "model output", "cpu": info["cpu"], "cores_usable": info["cores_usable"],
             "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv[1:]) or "(all sections)"}
 
 
@@ -262,6 +283,8 @@ def main():
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--merge-from", type=Path, metavar="DIR",
                         help="run nothing: copy the sections of DIR/sparsity.json into the results and re-render the md")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the cells already scored in the results (same settings); run only the missing ones")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
@@ -280,7 +303,7 @@ def main():
     runs = {"minilm": run_minilm, "decoder": run_decoder, "latency": run_latency}
     for name in args.only or SECTIONS:
         log(f"section {name}")
-        runs[name](doc, save, args.quick)
+        runs[name](doc, save, args.quick, out if args.resume else None)
     save()
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
+from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _anchor_fractions, _budget_fraction,
+                                     _fidelity, _joint_cost,
                                      _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
@@ -183,7 +184,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     if measured:
         say(f"timing the whole model at anchor widths on {runtime} (calibrates the layer table)")
         fit = _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed, step_for, dense_onnx,
-                             runtime, feeds, threads, work, rounds, iters)
+                          runtime, feeds, threads, work, rounds, iters,
+                          _anchor_fractions(groups, records, layer_s, fixed, step_for, fraction))
 
     say("scoring units")
     options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates,
