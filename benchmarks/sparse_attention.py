@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.attention import AttentionSparsityConfig, attention_layers, sparsify_attention  # noqa: E402
+from edgeprune.attention import AttentionSparsityConfig, sparsify_attention  # noqa: E402
 from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
