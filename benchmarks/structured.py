@@ -4,12 +4,14 @@ side by side with Torch-Pruning's magnitude pruner at equal MACs, on real models
     python benchmarks/structured.py [--only mnist,effnet,minilm,gpt2] [--quick]
 
 Writes benchmarks/results/structured.md and .json (rewritten after every section, so a partial run keeps
-what it measured). Latency: validated ONNX export, then interleaved rounds on ONNX Runtime (and OpenVINO for
-EfficientNet); speedup = median of per-round p50 ratios over the dense model (min-max over rounds).
-Baselines: CNNs use torch_pruning.pruner.MagnitudePruner (group L2) with its ratio bisected until its MACs
-match ours. For MiniLM/GPT-2 heads+FFN the baseline is the same group-L2 magnitude ranking without
-compensation, run through edgeprune (Torch-Pruning's head pruning needs per-model num_heads wiring),
-so the widths — and the MACs — are identical by construction.
+what it measured; --quick writes them to benchmarks/.cache/quick-results instead). Latency: validated ONNX export,
+then interleaved rounds on ONNX Runtime (and OpenVINO for EfficientNet); speedup = median of per-round p50 ratios
+over the dense model (min-max over rounds).
+Baselines: torch_pruning.pruner.MagnitudePruner (group L2, uniform per-layer ratio) with its ratio bisected until
+its MACs match ours. On MiniLM/GPT-2 it removes whole attention heads and FFN channels only, the hidden width kept
+(benchmarks/tp_baseline.py); GPT-2 runs through an exactly equivalent form with Linear layers and c_attn as separate
+q/k/v Linears, as Torch-Pruning 1.6.1 fails on the fused c_attn (recorded in meta.gpt2_tp_fused_c_attn). Those
+sections also keep edgeprune's own magnitude ranking without compensation (same widths as ours by construction).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import tp_baseline as tpb  # noqa: E402
 from benchmarks import zoo  # noqa: E402
 import edgeprune as ep  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
@@ -35,6 +38,8 @@ from edgeprune.export import export  # noqa: E402
 
 ROWS: list[dict] = []
 META: dict = {}
+QUICK_RESULTS = zoo.CACHE / "quick-results"  # quick runs never overwrite committed numbers
+OUT = [zoo.RESULTS]                           # where write() puts structured.md/.json (main() picks)
 
 
 def log(msg):
@@ -213,6 +218,13 @@ def bench_minilm(args, tmp):
             secs = time.perf_counter() - t0
             variants["magnitude, no compensation"] = ep.prune(
                 wrapped, ex, ep.StructuredConfig(ratio=ratio, unit=unit, importance="magnitude", compensate=False), calib=calib)
+        ours = next(iter(variants.values()))
+        tp_model, _, tp_ratios = tpb.tp_magnitude_at_macs(wrapped, ex, ep.count(ours, ex).macs,
+                                                          heads=unit != "ffn", ffn=unit != "heads")
+        tp_label = f"Torch-Pruning magnitude ({tpb.ratio_label(tp_ratios)})"
+        tp_info = {"tp_head_ratio": tp_ratios[0], "tp_ffn_ratio": tp_ratios[1], "tp_widths": tpb.widths(tp_model.model),
+                   "tp_masked_reference_max_abs_diff": tpb.masked_reference_diff(wrapped, tp_model, ex)}
+        variants[tp_label] = tp_model
         lat = latency({"dense": wrapped, **variants}, ex, names, "onnxruntime", args.rounds, args.iters // 2, tmp / f"lm{unit}{ratio}")
         for label, m in variants.items():
             e_tr, e_te, acc = evaluate(m)
@@ -220,21 +232,13 @@ def bench_minilm(args, tmp):
             ROWS.append({"section": "minilm", "model": "MiniLM-L6", "unit": unit, "ratio": ratio, "method": label,
                          "embed_cos": cos, "probe_acc": acc, "dense_probe_acc": d_acc,
                          "mac_frac": ep.count(m, ex).macs / dense_macs, "ort_p50_ms_b1_seq128": lat[label][0],
-                         "ort_speedup_b1_seq128": lat[label][1], "prune_s": secs if label.startswith("edgeprune") else None})
+                         "ort_speedup_b1_seq128": lat[label][1], "prune_s": secs if label.startswith("edgeprune") else None,
+                         **(tp_info if label == tp_label else {})})
             log(f"minilm {unit} {ratio} {label}: cos {cos:.4f} probe {acc:.3f} (dense {d_acc:.3f}) {fmt_speed(lat[label][1])}")
         write()
 
 
 # -- GPT-2-style decoder --------------------------------------------------------------------------------------
-class Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
-
-
 def perplexity(model, blocks, batch=16):
     total, n = 0.0, 0
     with torch.no_grad():
@@ -249,15 +253,25 @@ def perplexity(model, blocks, batch=16):
 
 def bench_gpt2_impl(args, tmp):
     # The shared, cached decoder (zoo.trained_tiny_gpt2): sparsity.py prunes the very same weights.
+    from edgeprune.models import HFModelWrapper
+
     train, val = zoo.lm_blocks(seq_len=zoo.GPT2_SMALL["n_positions"])
     steps = args.train_steps
-    model = Logits(zoo.trained_tiny_gpt2(steps))
+    gpt2 = zoo.trained_tiny_gpt2(steps)
+    gpt2.config.use_cache = False                      # positional input_ids -> logits, no past_key_values
+    model = HFModelWrapper(gpt2, ["input_ids"]).eval()
     val = val[:200 if not args.quick else 50]
     dense_ppl = perplexity(model, val)
     log(f"gpt2 trained {steps} steps: val ppl {dense_ppl:.1f}")
     calib = train[-128:]
     ex = (val[:1],)
     dense_macs = ep.count(model, ex).macs
+    try:  # Torch-Pruning on the fused c_attn (Conv1D -> Linear only): record what it does
+        tpb.tp_prune(model, ex, 0.25, 0.25, unfuse=False)
+        META["gpt2_tp_fused_c_attn"] = "pruned without error"
+    except Exception as err:
+        META["gpt2_tp_fused_c_attn"] = f"{type(err).__name__}: {err}"
+    log(f"gpt2 Torch-Pruning on the fused c_attn: {META['gpt2_tp_fused_c_attn']}")
     for ratio in (0.25, 0.5, 0.75):
         for label, cfg in (("edgeprune numerical+LS", ep.StructuredConfig(ratio=ratio)),
                            ("numerical, no compensation", ep.StructuredConfig(ratio=ratio, compensate=False)),
@@ -267,6 +281,15 @@ def bench_gpt2_impl(args, tmp):
                          "val_ppl": perplexity(pruned, val), "dense_ppl": dense_ppl, "train_steps": steps,
                          "mac_frac": ep.count(pruned, ex).macs / dense_macs})
             log(f"gpt2 {ratio} {label}: ppl {ROWS[-1]['val_ppl']:.1f} (dense {dense_ppl:.1f})")
+            if label.startswith("edgeprune"):
+                ours_macs = ep.count(pruned, ex).macs
+        tp_model, tp_macs, tp_ratios = tpb.tp_magnitude_at_macs(model, ex, ours_macs)
+        ROWS.append({"section": "gpt2", "model": "GPT-2 2x128 (trained here)", "ratio": ratio,
+                     "method": f"Torch-Pruning magnitude ({tpb.ratio_label(tp_ratios)})", "val_ppl": perplexity(tp_model, val),
+                     "dense_ppl": dense_ppl, "train_steps": steps, "mac_frac": tp_macs / dense_macs,
+                     "tp_head_ratio": tp_ratios[0], "tp_ffn_ratio": tp_ratios[1], "tp_widths": tpb.widths(tp_model.model),
+                     "tp_masked_reference_max_abs_diff": tpb.masked_reference_diff(model, tp_model, ex)})
+        log(f"gpt2 {ratio} {ROWS[-1]['method']}: ppl {ROWS[-1]['val_ppl']:.1f} widths {ROWS[-1]['tp_widths']}")
         write()
 
 
@@ -292,26 +315,45 @@ def markdown() -> str:
                        f"{fmt_speed(r['openvino_b1_speedup'])} | {fmt_speed(r['openvino_b8_speedup'])} | {eff if eff is None else f'{eff:.2f}'} |")
     if "minilm" in sec:
         out += ["", "## MiniLM-L6 (Rotten Tomatoes: embedding cosine on 1000 test snippets; logistic probe train 2000 / test 1000)", "",
+                "Torch-Pruning rows: MagnitudePruner (GroupMagnitudeImportance p=2, per-layer uniform) removing whole heads "
+                "(num_heads on query/key/value, prune_num_heads) and/or FFN channels (intermediate.dense), hidden width kept; "
+                "its ratio bisected to our row's MACs (checked against the dense model with the dropped columns zeroed: "
+                f"max |diff| {tp_check('minilm')}). \"magnitude, no compensation\": edgeprune's group-L2 ranking, our widths, no compensation.", "",
                 "| unit | ratio | method | MACs (seq 128) | embedding cosine | probe acc (dense) | ORT speedup b1 seq128 |", "|---|---|---|---|---|---|---|"]
         out += [f"| {r['unit']} | {ratio_cell(r)} | {r['method']} | {r['mac_frac']:.1%} | {r['embed_cos']:.4f} | "
                 f"{r['probe_acc']:.3f} ({r['dense_probe_acc']:.3f}) | {fmt_speed(r['ort_speedup_b1_seq128'])} |"
                 for r in ROWS if r["section"] == "minilm"]
     if "gpt2" in sec:
+        fused = META.get("gpt2_tp_fused_c_attn", "not recorded")
         out += ["", "## GPT-2-style decoder (2 layers, 128 wide, 4 heads; trained here on Rotten Tomatoes text)", "",
+                f"Torch-Pruning on GPT-2's fused c_attn (Conv1D as an equivalent nn.Linear): `{fused}`"
+                + (" — it maps indices through torch.split only on dim 1 and GPT2Attention splits Q|K|V on the last dim."
+                   if "Error" in fused else ".")
+                + " The Torch-Pruning rows prune an exactly equivalent model (Conv1D -> nn.Linear, c_attn -> q/k/v "
+                "Linears concatenated; same outputs): whole heads and c_fc channels, residual width kept, ratio bisected "
+                f"to our MACs, the pruned model checked against the dense one with the dropped columns zeroed (max |diff| "
+                f"{tp_check('gpt2')}).", "",
                 "| heads+FFN removed | method | MACs | val perplexity (dense) |", "|---|---|---|---|"]
         out += [f"| {r['ratio']:.0%} | {r['method']} | {r['mac_frac']:.1%} | {r['val_ppl']:.1f} ({r['dense_ppl']:.1f}) |"
                 for r in ROWS if r["section"] == "gpt2"]
     return "\n".join(out) + "\n"
 
 
+def tp_check(section) -> str:
+    d = [r["tp_masked_reference_max_abs_diff"] for r in ROWS if r["section"] == section and "tp_masked_reference_max_abs_diff" in r]
+    return f"{max(d):.1e}" if d else "not measured"
+
+
 def keep_previous_sections(running: list[str]) -> None:
     """Rows of sections not re-run now stay in the results (each section is measured on its own)."""
     import json
 
-    path = zoo.RESULTS / "structured.json"
+    path = OUT[0] / "structured.json"
     if path.is_file():
         doc = json.loads(path.read_text())
         ROWS.extend(r for r in doc.get("rows", []) if r.get("section") not in running)
+        if "gpt2" not in running and "gpt2_tp_fused_c_attn" in doc.get("meta", {}):
+            META["gpt2_tp_fused_c_attn"] = doc["meta"]["gpt2_tp_fused_c_attn"]
         META["previous_runs"] = {**doc.get("meta", {}).get("previous_runs", {}),
                                  **{sec: doc["machine"].get("date_utc") for sec in {r.get("section") for r in ROWS}}}
 
@@ -321,7 +363,7 @@ def ratio_cell(r) -> str:
 
 
 def write():
-    zoo.write_results("structured", ROWS, markdown(), META)
+    zoo.write_results("structured", ROWS, markdown(), META, results_dir=OUT[0])
 
 
 def main():
@@ -334,6 +376,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.iters, args.train_steps = 3, 30, 20
+        OUT[0] = QUICK_RESULTS
     META.update(vars(args))
     keep_previous_sections(args.only.split(","))
     torch.manual_seed(0)

@@ -37,17 +37,6 @@ class ConcatNet(nn.Module):
         return self.head(self.mix(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3)))
 
 
-class Logits(nn.Module):
-    """GPT-2 LM head model called positionally, returning logits only (no cache)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
-
-
 class Hidden(nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -80,12 +69,16 @@ def make_gpt2():
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from edgeprune.models import HFModelWrapper
+
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=512, n_positions=64, bos_token_id=0, eos_token_id=0)
-    model = GPT2LMHeadModel(cfg, attn_implementation="eager") if False else GPT2LMHeadModel(cfg)
+    cfg = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=512, n_positions=64, bos_token_id=0, eos_token_id=0,
+                     use_cache=False)
+    model = GPT2LMHeadModel(cfg)
     model.config._attn_implementation = "eager"
-    return Logits(model.eval()).eval(), (torch.randint(0, 512, (2, 32)),)
+    # positional input_ids -> logits (the first output; use_cache=False in the config, so no past_key_values)
+    return HFModelWrapper(model.eval(), ["input_ids"]).eval(), (torch.randint(0, 512, (2, 32)),)
 
 
 def make_vit():
