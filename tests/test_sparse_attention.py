@@ -86,6 +86,38 @@ def test_calibrated_allocation_on_minilm(minilm_records):
     assert sum(table[n].errors[d] for n, d in dens.items()) < uniform
 
 
+def test_auto_compensation_picks_the_lower_error_per_layer(minilm_records):
+    from edgeprune.attention.calibrate import layer_errors, relative_error
+
+    cfg = AttentionSparsityConfig(density=0.25, block_size=16, compensate="auto")
+    layers = {n: SparseAttention.from_config(cfg) for n in minilm_records}
+    table = layer_errors(layers, minilm_records, (0.25,), choose_compensation=True)
+    for name, t in table.items():
+        tried = {c: relative_error(SparseAttention(density=0.25, block_size=16, compensate=c), minilm_records[name])
+                 for c in (True, False)}
+        assert t.errors[0.25] == pytest.approx(min(tried.values()), rel=1e-9)
+        assert t.compensate[0.25] is min(tried, key=tried.get)
+    # on MiniLM compensation helps every layer (test above), so "auto" keeps it everywhere
+    assert all(t.compensate[0.25] for t in table.values())
+
+
+def test_auto_compensation_turns_off_where_it_hurts():
+    # a causal head that looks at one particular key per block (a spike aligned with the queries) whose value
+    # differs from the block's other values: the block mean is the wrong value, so plain dropping is closer
+    torch.manual_seed(0)
+    b, h, L, d, B = 1, 2, 256, 16, 16
+    q = torch.randn(b, h, L, d) * 0.1 + torch.nn.functional.one_hot(torch.tensor(0), d).float() * 3
+    k, v = torch.randn(b, h, L, d) * 0.1, torch.randn(b, h, L, d)
+    k[:, :, ::B, 0] = 3.0  # the spike key of every block
+    v[:, :, ::B] = 5.0
+    calib = [((q, k, v, None, None),)]
+    from edgeprune.attention.calibrate import layer_errors
+
+    layer = SparseAttention(density=0.25, block_size=B, causal=True)
+    table = layer_errors({"l": layer}, {"l": calib[0]}, (0.25,), choose_compensation=True)
+    assert table["l"].compensate[0.25] is False
+
+
 def test_allocation_keeps_dense_layers_dense():
     grid = (0.25, 0.5, 1.0)
     table = {"easy": LayerCalibration("easy", {0.25: 0.01, 0.5: 0.005, 1.0: 0.0}),

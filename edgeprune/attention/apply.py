@@ -18,6 +18,7 @@ class AttentionLayerResult:
     causal: bool
     density: float | None  # None with top_k
     errors: dict[float, float] | None  # calibration: density -> relative attention-output error
+    compensate: bool = True  # pooled-block compensation on (chosen per layer on calibration data with "auto")
 
 
 def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: AttentionSparsityConfig | None = None,
@@ -46,12 +47,16 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
     layers = {n: SparseAttention.from_config(cfg, causal=bool(getattr(m, "is_causal", False))) for n, m in modules.items()}
     errors: dict[str, dict] = {}
     batches = as_batches(calib)
-    if cfg.allocation == "calibrated" and cfg.top_k is None and batches and cfg.density < 1.0:
+    calibrated = cfg.allocation == "calibrated"
+    if (calibrated or cfg.compensate == "auto") and cfg.top_k is None and batches and cfg.density < 1.0:
         batches = _limit(batches, cfg.calib_samples)
         records = calibrate.capture(model, modules, batches)
-        table = calibrate.layer_errors(layers, records, cfg.density_grid)
-        for name, density in calibrate.allocate(table, cfg.density, cfg.density_grid).items():
+        grid = cfg.density_grid if calibrated else (cfg.density,)
+        table = calibrate.layer_errors(layers, records, grid, choose_compensation=cfg.compensate == "auto")
+        densities = calibrate.allocate(table, cfg.density, grid) if calibrated else {n: cfg.density for n in table}
+        for name, density in densities.items():
             layers[name].density = density
+            layers[name].compensate = table[name].compensate[density]
             errors[name] = table[name].errors
     for name, m in modules.items():
         m.sparse_attention = layers[name]
@@ -62,7 +67,8 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
             raise AttentionSparsityError(f"{type(model).__name__} with sparse attention failed on the example inputs: "
                                          f"{type(err).__name__}: {err}", hint="check block_size/window against the "
                                          "sequence length, or report the model") from err
-    report = [AttentionLayerResult(n, layers[n].causal, layers[n].density, errors.get(n)) for n in modules]
+    report = [AttentionLayerResult(n, layers[n].causal, layers[n].density, errors.get(n), layers[n].compensate)
+              for n in modules]
     return (model, report) if return_report else model
 
 

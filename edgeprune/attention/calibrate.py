@@ -2,6 +2,7 @@
 
 1. capture q, k, v and the key padding of every attention layer on calibration data (one forward pass),
 2. error_l(d) = ||sparse_d(q, k, v) - dense(q, k, v)|| / ||dense|| for every density d of the grid (1.0 -> 0),
+   with compensate="auto" the lower of the errors with and without compensation, and which one it was,
 3. start every layer at the lowest density; repeatedly move the layer whose next grid step removes the most
    error per unit of density, while the mean density stays within the target.
 """
@@ -21,6 +22,7 @@ class LayerCalibration:
     name: str
     errors: dict[float, float]  # density -> relative output error on the calibration data
     density: float = 1.0
+    compensate: dict[float, bool] = dataclasses.field(default_factory=dict)  # density -> the better choice
 
 
 def run_batches(model: nn.Module, batches) -> None:
@@ -54,16 +56,24 @@ def relative_error(layer: SparseAttention, records) -> float:
     return (num / max(den, 1e-30)) ** 0.5
 
 
-def layer_errors(layers: dict[str, SparseAttention], records: dict[str, list], grid) -> dict[str, LayerCalibration]:
+def layer_errors(layers: dict[str, SparseAttention], records: dict[str, list], grid,
+                 choose_compensation: bool = False) -> dict[str, LayerCalibration]:
     out = {}
     for name, layer in layers.items():
-        errs = {}
+        errs, comp = {}, {}
         for d in grid:
-            probe = SparseAttention(density=d, block_size=layer.block_size, window=layer.window,
-                                    global_blocks=layer.global_blocks, compensate=layer.compensate,
-                                    causal=layer.causal, per_head=layer.per_head)
-            errs[d] = 0.0 if d >= 1.0 else relative_error(probe, records[name])
-        out[name] = LayerCalibration(name, errs)
+            if d >= 1.0:
+                errs[d], comp[d] = 0.0, layer.compensate
+                continue
+            tried = {}
+            for c in ((True, False) if choose_compensation else (layer.compensate,)):
+                probe = SparseAttention(density=d, block_size=layer.block_size, window=layer.window,
+                                        global_blocks=layer.global_blocks, compensate=c,
+                                        causal=layer.causal, per_head=layer.per_head)
+                tried[c] = relative_error(probe, records[name])
+            comp[d] = min(tried, key=tried.get)
+            errs[d] = tried[comp[d]]
+        out[name] = LayerCalibration(name, errs, compensate=comp)
     return out
 
 

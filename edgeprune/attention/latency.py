@@ -45,7 +45,7 @@ class AttentionShape:
     def key(self, cfg: AttentionSparsityConfig) -> str:
         what = f"k{cfg.top_k}" if cfg.top_k is not None else f"d{cfg.density:g}"
         return (f"attention:{self.batch}x{self.heads}x{self.seq}x{self.head_dim}:c{int(self.causal)}:B{cfg.block_size}:"
-                f"w{cfg.window}:g{cfg.global_blocks}:{what}:comp{int(cfg.compensate)}:ph{int(cfg.per_head)}")
+                f"w{cfg.window}:g{cfg.global_blocks}:{what}:comp{int(cfg.compensate is not False)}:ph{int(cfg.per_head)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ class SparseAttention(nn.Module):
     @classmethod
     def from_config(cls, cfg, *, density: float | None = None, causal: bool = False, scale: float | None = None):
         return cls(density=cfg.density if density is None else density, top_k=cfg.top_k, block_size=cfg.block_size,
-                   window=cfg.window, global_blocks=cfg.global_blocks, compensate=cfg.compensate, causal=causal,
+                   window=cfg.window, global_blocks=cfg.global_blocks, compensate=cfg.compensate is not False, causal=causal,
                    per_head=cfg.per_head, scale=scale)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None,
