@@ -31,6 +31,14 @@ def _when(sec: dict) -> str:
             f"Learned allocation: {m.get('allocation_steps')} steps on {m.get('allocation_samples')} calibration samples.")
 
 
+def _carried(sec: dict) -> list[str]:
+    """--resume: cells reused from an earlier run with the same settings, and when that run was."""
+    dates = sorted({r["measured_in"] for r in sec["rows"] if "measured_in" in r and "note" not in r})
+    n = sum(1 for r in sec["rows"] if "measured_in" in r and "note" not in r)
+    return [] if not n else [f"{n} uniform cells were carried over (`--resume`, same settings) from the run of "
+                             f"{', '.join(dates)}; the others were measured in this run.", ""]
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.2%}"
 
@@ -58,7 +66,7 @@ def _learned_vs_uniform(sec: dict, metric: str, higher_better: bool) -> list[str
 
 
 def _minilm(m: dict) -> list[str]:
-    out = [f"## MiniLM-L6 ({m['model']}; {m['data']})", "", _when(m), "", *_partial(m),
+    out = [f"## MiniLM-L6 ({m['model']}; {m['data']})", "", _when(m), "", *_carried(m), *_partial(m),
            f"Embedding cosine: mean cosine of the sparse vs dense sentence embeddings on the {m['probe_test']} held-out "
            f"snippets. Probe: logistic regression on frozen embeddings, train {m['probe_train']} / test "
            f"{m['probe_test']}. Calibration: {m['calibration_samples']} other snippets at {m['calibration_seq_len']} "
@@ -77,7 +85,7 @@ def _minilm(m: dict) -> list[str]:
 
 
 def _decoder(d: dict) -> list[str]:
-    out = [f"## GPT-2-style decoder: {d['model']}", "", _when(d), "", *_partial(d),
+    out = [f"## GPT-2-style decoder: {d['model']}", "", _when(d), "", *_carried(d), *_partial(d),
            f"Perplexity on {d['val_blocks']} held-out blocks of {d['seq_len']} tokens; calibration "
            f"{d['calibration_samples']} training blocks; ignored: {', '.join(d['ignore'])} (tied to the embedding). "
            f"**Dense perplexity: {d['dense_perplexity']}**.", "",
