@@ -155,6 +155,7 @@ def bench_minilm(args, tmp: Path) -> dict:
                       dynamic={i: {1: "seq"} for i in range(3)}) for b in BACKENDS}
     res = {"seq": 512, "docs": len(docs), "measured": stamp(), "n_train": n_train, "embedding_cosine": cos, "probe_accuracy": acc,
            "layer_density": {r.name: r.density for r in report}, "calibration_s": calib_s,
+           "layer_compensate": {r.name: r.compensate for r in report},
            "latency": {b: {"dense_ms": v["minilm_dense"][0], "sparse_ms": v["minilm_sparse"][0],
                            "speedup": v["minilm_sparse"][1]} for b, v in lat.items()}}
     print(f"minilm@512: cosine {cos:.4f}  probe dense {acc['dense']:.3f} sparse {acc['sparse']:.3f}  densities "
@@ -257,7 +258,9 @@ def stamp() -> dict:
 
 def markdown(layer_rows, mini, gpt, args) -> str:
     fmt = lambda s: "-" if s is None else f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"  # noqa: E731
-    md = ["# Sparse attention (block 64, window 1, 1 global block, pooled-block compensation)", "",
+    md = ["# Sparse attention (block 64, window 1, 1 global block)", "",
+          "Compensation of dropped blocks (pooled key/value): on in the attention-layer rows; in MiniLM and in the "
+          "GPT-2 'auto' rows chosen per layer on calibration data (compensate='auto', the default).", "",
           "## Attention layer (1 x 12 heads x L x 32)", "",
           "Dense and the sparse densities of one L are timed in the same interleaved rounds.", "",
           "| L | causal | runtime | density | dense ms | sparse ms | speedup (median, min-max) |",
@@ -267,7 +270,8 @@ def markdown(layer_rows, mini, gpt, args) -> str:
     md += ["", f"## MiniLM-L6 at 512 tokens ({mini['docs']} long same-label documents, probe trained on {mini['n_train']})", "",
            f"- embedding cosine sparse vs dense: {mini['embedding_cosine']:.4f}",
            f"- probe accuracy: dense {mini['probe_accuracy']['dense']:.3f}, sparse {mini['probe_accuracy']['sparse']:.3f}",
-           f"- per-layer density (calibrated, target 0.25): {list(mini['layer_density'].values())}", ""]
+           f"- per-layer density (calibrated, target 0.25): {list(mini['layer_density'].values())}",
+           f"- per-layer compensation (auto): {list(mini.get('layer_compensate', {}).values()) or 'not recorded'}", ""]
     md += [f"- {b}: dense {v['dense_ms']:.1f} ms, sparse {v['sparse_ms']:.1f} ms, speedup {fmt(v['speedup'])}"
            for b, v in mini["latency"].items()]
     md += ["", f"## GPT-2-style decoder, context {gpt['ctx']}, byte-level", "",
