@@ -132,11 +132,11 @@ def test_apply_errors_are_one_line(tmp_path, args, fragment):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_a_slow_measurement_joins_the_anchors_and_narrows_the_plan():
+def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     from types import SimpleNamespace
 
     from edgeprune.latency import WholeModelFit
-    from edgeprune.optimize.run import _replan_if_slow
+    from edgeprune.optimize.run import _replan_if_off
     from edgeprune.planner import GroupOption, build_plan
 
     # one group of 64 units costing 1 ms per 8 kept; the table says the plan (48 kept) runs 6 ms = 0.67x of 9 ms
@@ -148,7 +148,7 @@ def test_a_slow_measurement_joins_the_anchors_and_narrows_the_plan():
     attempt = SimpleNamespace(accepted=True, note="")
     fraction = 6.0 / 9.0
     # measured 0.8 of dense (1.25x) for a 1.5x request: re-plan narrower on the corrected map
-    out = _replan_if_slow([timed(10.0), timed(8.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+    out = _replan_if_off([timed(10.0), timed(8.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
                           "numerical", total, attempt)
     assert out is not None
     new_fit, keep = out
@@ -156,5 +156,30 @@ def test_a_slow_measurement_joins_the_anchors_and_narrows_the_plan():
     assert new_fit(total(plan.keep())) == pytest.approx(0.8 * 9e-3)  # the measurement is now an anchor
     assert not attempt.accepted and "re-planning" in attempt.note
     # measured within 3% of the budget: nothing to do
-    assert _replan_if_slow([timed(10.0), timed(6.8)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
-                           "numerical", total, attempt) is None
+    assert _replan_if_off([timed(10.0), timed(6.8)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+                          "numerical", total, attempt) is None
+    # measured 0.3 of dense (3.3x) for the same 1.5x request: pruned more than asked, re-plan wider
+    # (the corrected map puts the budget at 8.05 ms of table cost: 56 units fit, 8 more than the plan)
+    attempt = SimpleNamespace(accepted=True, note="")
+    out = _replan_if_off([timed(10.0), timed(3.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+                         "numerical", total, attempt)
+    assert out is not None and out[1]["g"] > plan.keep()["g"]
+    assert not attempt.accepted and "wider" in attempt.note
+
+
+def test_the_returned_attempt_met_the_budget_with_the_best_score():
+    from edgeprune.optimize.core import Attempt
+    from edgeprune.optimize.run import _best_attempt
+
+    def attempt(speedup, score, ok=True):
+        return Attempt({}, 1.0, 1.0, {"median": speedup}, score, 100 - score, ok, "", ok)
+
+    fraction = 1 / 1.5
+    # too fast (low score), then too slow (misses by >3%), then on budget: the third
+    assert _best_attempt([attempt(2.0, 80), attempt(1.3, 95), attempt(1.49, 90)], fraction) == 2
+    # too fast, then too slow: the fast one met the budget, the slow one did not
+    assert _best_attempt([attempt(2.0, 80), attempt(1.3, 95)], fraction) == 0
+    # the drop limit still rules: a failing score is never returned over a passing one
+    assert _best_attempt([attempt(1.6, 80), attempt(1.5, 95, ok=False)], fraction) == 0
+    # nothing met the budget: the last one, as before
+    assert _best_attempt([attempt(1.2, 80), attempt(1.3, 95)], fraction) == 1

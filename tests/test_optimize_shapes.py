@@ -30,30 +30,3 @@ def test_depthwise_producer_shrinks_its_groups_with_its_channels():
                     checked += 1
     assert checked >= 3
 
-
-def test_anchors_sit_at_the_budget_in_table_cost():
-    # The whole-model anchors are placed where the plan will land (fraction x dense table cost) and at 0.75x
-    # that; a cost model proportional to MACs stands in for the measured table.
-    from edgeprune.optimize.core import _anchor_fractions, _joint_cost, _uniform_keep
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
-    x = (torch.randn(4, 64),)
-    groups = find_groups(model, x, StructuredConfig(unit="auto"))
-    mods = {c.name: c.module for g in groups for c in g.consumers}
-    mods.update({p.name: p.module for g in groups for p in g.producers})
-    shapes = record_shapes(model, mods, x)
-    records = {g.name: group_layers(g, shapes) for g in groups}
-
-    def layer_s(s):
-        return 1e-9 * s.m * s.n * s.k
-
-    step_for = lambda g: 1  # noqa: E731
-    fixed = 1e-6
-    dense = fixed + _joint_cost(groups, records, {}, layer_s)
-    for fraction in (0.77, 0.5):
-        fractions = _anchor_fractions(groups, records, layer_s, fixed, step_for, fraction)
-        assert len(fractions) == 2 and fractions[0] > fractions[1]
-        for f, target in zip(fractions, (fraction, 0.75 * fraction)):
-            raw = fixed + _joint_cost(groups, records, _uniform_keep(groups, step_for, f), layer_s)
-            assert abs(raw / dense - target) < 0.02, (fraction, f, raw / dense)
