@@ -64,17 +64,22 @@ def effnet_setup():
     return "EfficientNet-Lite0", model, (photos[:1],), ["image"], calib, held, top1_agreement
 
 
-def uniform_baseline(model, example, names, calib, evaluate, ratio, runtime, dense_onnx, tmp: Path):
+def uniform_baseline(model, example, names, calib, evaluate, ratio, runtime, dense_onnx, tmp: Path, iters: int):
     pruned = prune(model, example, StructuredConfig(ratio=ratio, unit="auto", importance="magnitude", round_to=8), calib=calib)
     path = tmp / f"uniform_{ratio:.2f}.onnx"
     export(pruned, example, path, input_names=names)
     feeds = {n: t.numpy() for n, t in zip(names, example)}
     sessions = [(label, get_backend(runtime).compile(p), None) for label, p in (("dense", dense_onnx), ("uniform", path))]
     sessions = [(label, s, s.prepare_inputs(feeds)) for label, s, _ in sessions]
-    results = benchmark_sessions(sessions, warmup=10, iters=100, rounds=5)
+    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=5)
     s = compare(results)[0]
     return {"measured_ms": results[1].stats.p50, "speedup": s.median, "speedup_min": s.min, "speedup_max": s.max,
             "score": evaluate(pruned)}
+
+
+# Timing iterations per round, so a round lasts about as long for every model (~2.5-3 s): EfficientNet-Lite0 runs
+# 5-12 ms at batch 1 here, and at MiniLM's 100 iterations its rounds swung by up to +-30% (predictions off by 20%).
+ITERS = {"MiniLM-L6": 100, "EfficientNet-Lite0": 400}
 
 
 def run(setup, speedups, runtimes, tmp: Path):
@@ -87,23 +92,26 @@ def run(setup, speedups, runtimes, tmp: Path):
             print(f"[optimize] {name} {runtime} {target}x", flush=True)
             t0 = time.time()
             res = optimize(model, example, profile="host", runtime=runtime, speedup=target, calib=calib, eval_inputs=held,
-                           evaluate=evaluate, max_drop=100.0, input_names=names, model_name=name, rounds=5, iters=100)
+                           evaluate=evaluate, max_drop=100.0, input_names=names, model_name=name, rounds=5,
+                           iters=ITERS[name])
             wall = time.time() - t0
-            uni = uniform_baseline(model, example, names, calib, evaluate, 1 - 1 / target, runtime, dense_onnx, tmp)
+            uni = uniform_baseline(model, example, names, calib, evaluate, 1 - 1 / target, runtime, dense_onnx, tmp,
+                                   ITERS[name])
             s = res.speedup
             rows.append({"model": name, "runtime": runtime, "requested": target, "dense_ms": res.dense_ms,
                          "measured_ms": res.optimized_ms, "predicted_ms": res.predicted_ms,
                          "prediction_error_pct": 100 * res.prediction_error, "speedup": s["median"],
                          "speedup_min": s["min"], "speedup_max": s["max"], "score": res.score, "wall_s": wall,
                          "macs_ratio": res.counts["optimized"]["macs"] / res.counts["dense"]["macs"],
-                         "uniform": uni, "keep": res.plan.keep()})
+                         "uniform": uni, "keep": res.plan.keep(), "iters": ITERS[name],
+                         "date_utc": zoo.machine_info()["date_utc"]})
             print(rows[-1], flush=True)
     return rows
 
 
 def markdown(rows) -> str:
     lines = ["# edgeprune optimize on this machine (no finetuning)", "",
-             "Speedups: median of 5 interleaved rounds of p50 (min-max). Score: MiniLM = 100 x embedding cosine to dense "
+             "Speedups: median of 5 interleaved rounds of p50 (min-max); iterations per round: MiniLM 100, EfficientNet-Lite0 400 (about the same seconds per round). Score: MiniLM = 100 x embedding cosine to dense "
              "on 256 held-out Rotten Tomatoes snippets; EfficientNet-Lite0 = top-1 agreement (%) with dense on held-out photos. "
              "Uniform = every group pruned by 1 - 1/requested (magnitude), same measurement.", "",
              "| model | runtime | requested | measured speedup | predicted ms | measured ms | prediction error | score | MACs kept | "
@@ -115,6 +123,19 @@ def markdown(rows) -> str:
                      f"{r['score']:.2f} | {r['macs_ratio']:.2f} | {u['speedup']:.2f}x ({u['speedup_min']:.2f}-{u['speedup_max']:.2f}) | "
                      f"{u['score']:.2f} | {r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def previous_rows(name: str, new: list[dict]) -> list[dict]:
+    """Rows of the existing results for the (model, runtime) pairs this run does not measure: a run of one model
+    keeps the other's (each row carries its own date)."""
+    import json
+
+    try:
+        old = json.loads((zoo.RESULTS / f"{name}.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return []
+    done = {(r["model"], r["runtime"]) for r in new}
+    return [r for r in old if (r["model"], r["runtime"]) not in done]
 
 
 def main(argv=None):
@@ -130,7 +151,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             rows += run(setups[key], speedups, args.runtimes.split(","), Path(tmp))
-            zoo.write_results(args.name, rows, markdown(rows), vars(args))
+            merged = previous_rows(args.name, rows) + rows
+            zoo.write_results(args.name, merged, markdown(merged), vars(args))
     print(markdown(rows))
 
 
