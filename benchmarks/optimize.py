@@ -111,7 +111,8 @@ def run(setup, speedups, runtimes, tmp: Path):
 
 def markdown(rows) -> str:
     lines = ["# edgeprune optimize on this machine (no finetuning)", "",
-             "Speedups: median of 5 interleaved rounds of p50 (min-max); iterations per round: MiniLM 100, EfficientNet-Lite0 400 (about the same seconds per round). Score: MiniLM = 100 x embedding cosine to dense "
+             "Speedups: median of 5 interleaved rounds of p50 (min-max); iterations per round: MiniLM 100, "
+             "EfficientNet-Lite0 400 (about the same seconds per round). Score: MiniLM = 100 x embedding cosine to dense "
              "on 256 held-out Rotten Tomatoes snippets; EfficientNet-Lite0 = top-1 agreement (%) with dense on held-out photos. "
              "Uniform = every group pruned by 1 - 1/requested (magnitude), same measurement.", "",
              "| model | runtime | requested | measured speedup | predicted ms | measured ms | prediction error | score | MACs kept | "
