@@ -12,6 +12,7 @@ removes about the requested share of MACs; measured in the same interleaved roun
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -129,8 +130,6 @@ def markdown(rows) -> str:
 def previous_rows(name: str, new: list[dict]) -> list[dict]:
     """Rows of the existing results for the (model, runtime) pairs this run does not measure: a run of one model
     keeps the other's (each row carries its own date)."""
-    import json
-
     try:
         old = json.loads((zoo.RESULTS / f"{name}.json").read_text())["rows"]
     except (OSError, ValueError, KeyError):

@@ -86,6 +86,3 @@ def write_results(name: str, rows, markdown: str, meta: dict | None = None, resu
     atomic_write(jpath, lambda f: f.write(json.dumps(doc, indent=2, default=_json_default) + "\n"))
     atomic_write(mpath, lambda f: f.write(markdown.rstrip("\n") + footer))
     return jpath, mpath
-
-
-_atomic_write = atomic_write  # the name benchmarks used before this module existed

@@ -28,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.results_io import atomic_write  # noqa: E402
 from edgeprune.attention import AttentionSparsityConfig, sparsify_attention  # noqa: E402
 from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
@@ -218,10 +219,10 @@ def train_gpt2(args):
     else:
         _fit(model, train, args)
         zoo.CACHE.mkdir(parents=True, exist_ok=True)
-        zoo._atomic_write(path, lambda f: torch.save(model.state_dict(), f), binary=True)
+        atomic_write(path, lambda f: torch.save(model.state_dict(), f), binary=True)
     print(f"gpt2: {args.gpt_steps} steps ({'cached' if cached else 'trained'}) {time.perf_counter() - t0:.0f} s",
           flush=True)
-    return model, val[: args.val_blocks], args.gpt_steps
+    return model, train, val[: args.val_blocks], args.gpt_steps
 
 
 @torch.no_grad()
@@ -232,8 +233,8 @@ def perplexity(model, val) -> float:
 
 
 def bench_gpt2(args) -> dict:
-    model, val, steps = train_gpt2(args)
-    calib = byte_blocks(args.ctx)[0][:8]  # compensate="auto" picks per layer on these (training blocks)
+    model, train, val, steps = train_gpt2(args)
+    calib = train[:8]  # compensate="auto" picks per layer on these (training blocks)
     rows = [{"density": 1.0, "compensate": None, "ppl": perplexity(model, val)}]
     print(f"gpt2 dense ppl {rows[0]['ppl']:.3f}", flush=True)
     for density in args.densities:

@@ -27,7 +27,8 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from benchmarks.results_io import _atomic_write, machine_info, write_results  # noqa: E402,F401  (re-exported)
+from benchmarks.results_io import atomic_write as _atomic_write  # noqa: E402
+from benchmarks.results_io import machine_info, write_results  # noqa: E402,F401  (re-exported)
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"        # gitignored: trained MNIST CNN and tiny GPT-2 weights

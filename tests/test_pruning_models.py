@@ -65,7 +65,8 @@ def make_concat():
     return ConcatNet().eval(), (torch.randn(2, 3, 16, 16),)
 
 
-def make_gpt2():
+def make_gpt2(n_embd: int = 128, vocab_size: int = 512, n_positions: int = 64, seq: int = 32):
+    """A random 2-layer, 4-head GPT-2 (eager attention, no cache) behind HFModelWrapper, and input ids (2, seq)."""
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -73,12 +74,12 @@ def make_gpt2():
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=512, n_positions=64, bos_token_id=0, eos_token_id=0,
-                     use_cache=False)
+    cfg = GPT2Config(n_layer=2, n_embd=n_embd, n_head=4, vocab_size=vocab_size, n_positions=n_positions, bos_token_id=0,
+                     eos_token_id=0, use_cache=False)
     model = GPT2LMHeadModel(cfg)
     model.config._attn_implementation = "eager"
     # positional input_ids -> logits (the first output; use_cache=False in the config, so no past_key_values)
-    return HFModelWrapper(model.eval(), ["input_ids"]).eval(), (torch.randint(0, 512, (2, 32)),)
+    return HFModelWrapper(model.eval(), ["input_ids"]).eval(), (torch.randint(0, vocab_size, (2, seq)),)
 
 
 def make_vit():

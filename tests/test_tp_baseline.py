@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import edgeprune as ep  # noqa: E402
 from benchmarks import tp_baseline as tpb  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
+from test_pruning_models import make_gpt2  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,16 +43,8 @@ def tiny_bert():
 
 
 def tiny_gpt2():
-    import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0,
-                     use_cache=False)
-    model = GPT2LMHeadModel(cfg)
-    model.config._attn_implementation = "eager"
-    return HFModelWrapper(model.eval(), ["input_ids"]).eval(), (torch.randint(0, 100, (2, 24)),), 4, 256
+    model, x = make_gpt2(n_embd=64, vocab_size=100, n_positions=32, seq=24)
+    return model, x, 4, 256
 
 
 @pytest.mark.parametrize("make", [tiny_bert, tiny_gpt2])

@@ -10,8 +10,7 @@ from typing import Any, Callable
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction,
-                                     _fidelity, _joint_cost,
+from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
                                      _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
