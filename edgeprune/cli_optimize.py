@@ -63,14 +63,16 @@ def _load_eval(spec: str | None):
 
 
 def _summary_table(result) -> Table:
-    table = Table(title=f"edgeprune optimize: {result.plan.model} on {result.runtime} ({result.profile})")
+    table = Table(title=f"edgeprune optimize: {result.plan.model} on {result.runtime} ({result.profile})",
+                  caption="predicted ms = the latency model's ratio x the dense model timed in the same rounds"
+                  if result.bench else "predicted ms: latency model only (not measured)")
     for col in ("", "latency p50 ms", "latency p90 ms", "speedup (rounds min-max)", "predicted ms", "MACs (M)", "params (M)", "score"):
         table.add_column(col, justify="right")
     c = result.counts
     dense, opt = (result.bench + [None, None])[:2]
     s = result.speedup
     table.add_row("dense", f"{dense.stats.p50:.2f}" if dense else "-", f"{dense.stats.p90:.2f}" if dense else "-", "1.00x",
-                  f"{result.plan.dense_predicted_s * 1e3:.2f}", f"{c['dense']['macs'] / 1e6:.1f}",
+                  f"{dense.stats.p50 if dense else result.plan.dense_predicted_s * 1e3:.2f}", f"{c['dense']['macs'] / 1e6:.1f}",
                   f"{c['dense']['params'] / 1e6:.2f}", f"{result.score_dense:.2f}")
     table.add_row("optimized", f"{opt.stats.p50:.2f}" if opt else "-", f"{opt.stats.p90:.2f}" if opt else "-",
                   f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})" if s else "not measured (target is not this machine)",

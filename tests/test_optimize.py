@@ -144,11 +144,11 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     total = lambda keep: 1e-3 + 1e-3 * keep["g"] / 8  # noqa: E731
     fit = WholeModelFit.from_points([(9e-3, 9e-3)])
     plan = build_plan([opt], 6e-3, 1e-3, model="m", profile="host", runtime="onnxruntime", total_s=total)
-    timed = lambda ms: SimpleNamespace(stats=SimpleNamespace(p50=ms))  # noqa: E731
-    attempt = SimpleNamespace(accepted=True, note="")
+    measured = lambda ratio: SimpleNamespace(accepted=True, note="", speedup={"median": 1 / ratio})  # noqa: E731
+    attempt = measured(0.8)
     fraction = 6.0 / 9.0
     # measured 0.8 of dense (1.25x) for a 1.5x request: re-plan narrower on the corrected map
-    out = _replan_if_off([timed(10.0), timed(8.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+    out = _replan_if_off(fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
                           "numerical", total, attempt)
     assert out is not None
     new_fit, keep = out
@@ -156,12 +156,12 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     assert new_fit(total(plan.keep())) == pytest.approx(0.8 * 9e-3)  # the measurement is now an anchor
     assert not attempt.accepted and "re-planning" in attempt.note
     # measured within 3% of the budget: nothing to do
-    assert _replan_if_off([timed(10.0), timed(6.8)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
-                          "numerical", total, attempt) is None
+    assert _replan_if_off(fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+                          "numerical", total, measured(0.68)) is None
     # measured 0.3 of dense (3.3x) for the same 1.5x request: pruned more than asked, re-plan wider
     # (the corrected map puts the budget at 8.05 ms of table cost: 56 units fit, 8 more than the plan)
-    attempt = SimpleNamespace(accepted=True, note="")
-    out = _replan_if_off([timed(10.0), timed(3.0)], fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
+    attempt = measured(0.3)
+    out = _replan_if_off(fraction, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan,
                          "numerical", total, attempt)
     assert out is not None and out[1]["g"] > plan.keep()["g"]
     assert not attempt.accepted and "wider" in attempt.note

@@ -52,6 +52,7 @@ class OptimizeResult:
     profile: str
     onnx_path: Path | None = None
     bench: list[Any] = dataclasses.field(default_factory=list)  # BenchResult dense, optimized
+    latency_context: dict[str, Any] | None = None  # the per-conv in-context correction (context.py), if any
 
     @property
     def prediction_error(self) -> float | None:
@@ -110,9 +111,10 @@ def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads
     if measured:
         table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=getattr(profile, "name", "host"),
                                threads=threads, iters=20, rounds=3, fresh=fresh)
-        return lambda s: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
+        # cost functions take (shape, layer name): the name lets a per-layer correction apply (context.py)
+        return lambda s, name=None: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
     roof = roofline_for(profile, "fp32", runtime)
-    return roof.layer_s
+    return lambda s, name=None: roof.layer_s(s)
 
 
 def _candidate_widths(n: int, step: int, max_candidates: int) -> list[int]:
@@ -121,8 +123,8 @@ def _candidate_widths(n: int, step: int, max_candidates: int) -> list[int]:
     return sorted({n, *range(coarse, n, coarse)}, reverse=True)
 
 
-def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
-    """Seconds of every touched layer with all groups' widths applied at once (shared layers once)."""
+def _joint_shapes(groups, records, keep: dict[str, int]) -> dict[str, LayerShape]:
+    """Every touched layer's shape with all groups' widths applied at once (a layer shared by groups once)."""
     dense: dict[str, LayerShape] = {}
     dn: dict[str, float] = {}
     dk: dict[str, float] = {}
@@ -132,12 +134,17 @@ def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
             dense[r.name] = r.shape
             dn[r.name] = dn.get(r.name, 0.0) + r.n_per_unit * removed
             dk[r.name] = dk.get(r.name, 0.0) + r.k_per_unit * removed
-    total = 0.0
+    out = {}
     for name, s in dense.items():
         n = max(1, int(round(s.n - dn[name])))
         k = max(1, int(round(s.k - dk[name])))
-        total += layer_s(dataclasses.replace(s, n=n, k=k, groups=n if s.groups == s.n and s.groups > 1 else s.groups))
-    return total
+        out[name] = dataclasses.replace(s, n=n, k=k, groups=n if s.groups == s.n and s.groups > 1 else s.groups)
+    return out
+
+
+def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
+    """Seconds of every touched layer with all groups' widths applied at once. layer_s(shape, layer name)."""
+    return sum(layer_s(s, name) for name, s in _joint_shapes(groups, records, keep).items())
 
 
 def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for, layer_s, records, groups, max_candidates,
@@ -224,9 +231,11 @@ def _uniform_keep(groups, step_for, fraction: float) -> dict[str, int]:
     return keep
 
 
-def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: float, step_for, dense_onnx: Path,
+def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s: float, step_for, dense_onnx: Path,
                 runtime: str, feeds, threads, work: Path, rounds: int, iters: int, fractions=(0.7, 0.4)):
-    """WholeModelFit from the dense model and uniformly pruned anchors timed in one interleaved run.
+    """(WholeModelFit, layer cost, fixed seconds, context summary) from the dense model and uniformly pruned
+    anchors timed in one interleaved run; their convs are also profiled in context (context.py) and the
+    layer cost is corrected per conv before the fit. fixed = dense_s - the corrected touched layers.
 
     The anchors only need the right shapes, so they are pruned by magnitude without compensation (seconds).
     Fixed fractions, not placed at the budget: anchors at the budget's table cost (tried) sit close together, so
@@ -235,9 +244,10 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: f
     from edgeprune.bench import benchmark_sessions
     from edgeprune.export import export
     from edgeprune.latency import WholeModelFit
+    from edgeprune.optimize.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune
 
-    raws = [fixed + _joint_cost(groups, records, {}, layer_s)]
+    keeps: list[dict[str, int]] = [{}]
     paths = [dense_onnx]
     for i, f in enumerate(fractions):
         keep = _uniform_keep(groups, step_for, f)
@@ -248,11 +258,19 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, fixed: f
                                                                importance="magnitude", compensate=False))
         paths.append(work / f"anchor_{i}.onnx")
         export(anchor, example_inputs, paths[-1], input_names=names)
-        raws.append(fixed + _joint_cost(groups, records, keep, layer_s))
-    sessions = []
+        keeps.append(keep)
+    backends, sessions = [], []
     for i, path in enumerate(paths):
-        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
-        sessions.append((f"anchor{i}", sess, sess.prepare_inputs(feeds)))
+        backends.append(get_backend(runtime, BackendOptions(threads=threads)).compile(path))
+        sessions.append((f"anchor{i}", backends[-1], backends[-1].prepare_inputs(feeds)))
     results = benchmark_sessions(sessions, warmup=10, iters=max(20, iters // 2), rounds=rounds)
     measured = [r.stats.p50 / 1e3 for r in results]
-    return WholeModelFit.from_points(zip(raws, measured))
+    context = None
+    if any(r.shape.kind == "conv" for recs in records.values() for r in recs):
+        anchors = [(p, _joint_shapes(groups, records, k)) for p, k in zip(paths, keeps)]
+        correction = context_correction(model, example_inputs, anchors, backends, feeds, measured, layer_s)
+        if correction is not None:
+            layer_s, context = correction.apply(layer_s), correction.summary()
+    fixed = max(0.0, dense_s - _joint_cost(groups, records, {}, layer_s))
+    raws = [fixed + _joint_cost(groups, records, k, layer_s) for k in keeps]
+    return WholeModelFit.from_points(zip(raws, measured)), layer_s, fixed, context

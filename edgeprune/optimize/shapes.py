@@ -123,14 +123,14 @@ def shapes_at(records: list[LayerRecord], removed_units: int) -> list[LayerShape
     return out
 
 
-def group_latency_fn(records: list[LayerRecord], n_units: int, layer_s: Callable[[LayerShape], float],
+def group_latency_fn(records: list[LayerRecord], n_units: int, layer_s: Callable[..., float],
                      widths: list[int] | None = None) -> Callable[[int], float]:
     """seconds(k kept units) = sum of the group's layers at that width (memoised).
 
     With `widths` (the candidates), the curve is made monotone: a narrower layer never costs more than
     a wider one (it could be padded to it), so a noisy high reading at a small width is capped.
     """
-    raw = lambda k: sum(layer_s(s) for s in shapes_at(records, n_units - k))  # noqa: E731
+    raw = lambda k: sum(layer_s(s, r.name) for r, s in zip(records, shapes_at(records, n_units - k)))  # noqa: E731
     cache: dict[int, float] = {}
     if widths:
         running = float("inf")
