@@ -105,6 +105,10 @@ def run(setup, speedups, runtimes, tmp: Path):
                          "speedup_min": s["min"], "speedup_max": s["max"], "score": res.score, "wall_s": wall,
                          "macs_ratio": res.counts["optimized"]["macs"] / res.counts["dense"]["macs"],
                          "uniform": uni, "keep": res.plan.keep(), "iters": ITERS[name],
+                         "attempts": [{"predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms,
+                                       "speedup": a.speedup["median"], "score": a.score, "note": a.note}
+                                      for a in res.attempts],
+                         "latency_context": res.latency_context,
                          "date_utc": zoo.machine_info()["date_utc"]})
             print(rows[-1], flush=True)
     return rows
@@ -124,6 +128,15 @@ def markdown(rows) -> str:
                      f"{r['speedup_max']:.2f}) | {r['predicted_ms']:.2f} | {r['measured_ms']:.2f} | {r['prediction_error_pct']:+.1f}% | "
                      f"{r['score']:.2f} | {r['macs_ratio']:.2f} | {u['speedup']:.2f}x ({u['speedup_min']:.2f}-{u['speedup_max']:.2f}) | "
                      f"{u['score']:.2f} | {r['wall_s']:.0f} |")
+    lines += ["", "Every attempt (in order; the returned one is last): measured speedup (prediction error). The first "
+              "one is the plan made before any measurement of a plan; later ones are re-plans after it.", "",
+              "| model | runtime | requested | attempts | conv table x in-context (median, min-max) |", "|---|---|---|---|---|"]
+    for r in rows:
+        tries = " -> ".join(f"{a['speedup']:.2f}x ({100 * (a['predicted_ms'] / a['measured_ms'] - 1):+.1f}%)"
+                            for a in r.get("attempts", []) if a["measured_ms"])
+        c = r.get("latency_context")
+        ctx = f"{c['rho_median']:.2f} ({c['rho_min']:.2f}-{c['rho_max']:.2f}), {c['layers']} convs" if c else "-"
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['requested']:.1f}x | {tries or '-'} | {ctx} |")
     return "\n".join(lines) + "\n"
 
 

@@ -263,7 +263,9 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     for i, path in enumerate(paths):
         backends.append(get_backend(runtime, BackendOptions(threads=threads)).compile(path))
         sessions.append((f"anchor{i}", backends[-1], backends[-1].prepare_inputs(feeds)))
-    results = benchmark_sessions(sessions, warmup=10, iters=max(20, iters // 2), rounds=rounds)
+    # as many iterations as an attempt's measurement: every prediction stands on these three points (at half as
+    # many, MiniLM/ORT's first plan once measured 1.65x for 2x asked, the anchors having timed 10 calls a round)
+    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
     measured = [r.stats.p50 / 1e3 for r in results]
     context = None
     if any(r.shape.kind == "conv" for recs in records.values() for r in recs):

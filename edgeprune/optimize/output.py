@@ -32,6 +32,8 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
         "predicted_vs_measured": [{"name": f"attempt {i + 1}", "predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms}
                                   for i, a in enumerate(result.attempts) if a.measured_ms],
         "attention": result.plan.attention,  # sparse-attention decision: applied, reason, numbers (optimize/attention.py)
+        # per-conv rescaling of the standalone layer table by in-context profiles (optimize/context.py); None: not used
+        "latency_context": result.latency_context,
     }
     if result.bench:
         from edgeprune.bench import compare
