@@ -167,6 +167,17 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     assert not attempt.accepted and "wider" in attempt.note
 
 
+def test_a_replan_moves_at_most_twice_the_proportional_step():
+    from edgeprune.optimize.run import _bounded_step
+
+    # measured 0.6 of dense for 0.5 asked: proportional step 0.833, so the budget may fall to 0.694 of the plan's
+    assert _bounded_step(10.0, 3.0, 0.5 / 0.6) == pytest.approx(10.0 * (0.5 / 0.6) ** 2)
+    assert _bounded_step(10.0, 8.0, 0.5 / 0.6) == 8.0  # within the bound: the map's answer stands
+    # too fast (0.4 of dense for 0.5 asked): wider, at most 1.25^2 of the plan's cost
+    assert _bounded_step(10.0, 30.0, 0.5 / 0.4) == pytest.approx(10.0 * 1.25 ** 2)
+    assert _bounded_step(10.0, 11.0, 0.5 / 0.4) == 11.0
+
+
 def test_the_returned_attempt_met_the_budget_with_the_best_score():
     from edgeprune.optimize.core import Attempt
     from edgeprune.optimize.run import _best_attempt

@@ -89,7 +89,8 @@ def _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name,
     raw = joint_total(keep)
     new_fit = WholeModelFit.from_points(list(zip(fit.raw_s, fit.measured_s)) + [(raw, measured_ratio * fit(total_dense))])
     try:
-        new_plan = build_plan(options, new_fit.inverse(fraction * new_fit(total_dense)), fixed, model=model_name,
+        new_plan = build_plan(options, _bounded_step(raw, new_fit.inverse(fraction * new_fit(total_dense)),
+                                                     fraction / measured_ratio), fixed, model=model_name,
                               profile=plan.profile, runtime=plan.runtime, importance=importance, total_s=joint_total)
     except ConfigError:
         return None  # nothing narrower is allowed: keep what was measured
@@ -100,6 +101,16 @@ def _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name,
     attempt.note = (f"measured {1 / measured_ratio:.2f}x {'<' if slow else '>'} requested {1 / fraction:.2f}x: this "
                     f"measurement joins the latency anchors, re-planning {'narrower' if slow else 'wider'}")
     return new_fit, new_plan.keep()
+
+
+def _bounded_step(raw: float, target_raw: float, proportional: float) -> float:
+    """The re-plan's table budget, moved from this plan's `raw` at most twice as far (in ratio) as the proportional
+    correction (latency ~ table cost near this plan) would move it.
+
+    Why: two noisy measurements can leave the map flat between them (a narrower plan timed slower than a wider
+    one); its inverse then jumps far. OpenVINO/EfficientNet-Lite0 at 2x asked: 1.85x, 1.69x, then 2.92x."""
+    limit = raw * proportional ** 2
+    return max(target_raw, limit) if proportional < 1 else min(target_raw, limit)
 
 
 def _best_attempt(attempts, fraction: float | None) -> int:
