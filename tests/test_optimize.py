@@ -167,6 +167,29 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     assert not attempt.accepted and "wider" in attempt.note
 
 
+def test_a_replan_maps_through_the_measured_plans_not_the_uniform_anchors():
+    from types import SimpleNamespace
+
+    from edgeprune.latency import WholeModelFit
+    from edgeprune.optimize.run import _replan_if_off
+    from edgeprune.planner import GroupOption, build_plan
+
+    opt = GroupOption("g", 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
+    total = lambda keep: 1e-3 + 1e-3 * keep["g"] / 8  # noqa: E731
+    # a uniform anchor at 5 ms of table cost measured 3 ms: a plan at 7 ms then measures 8 ms (0.89 of dense)
+    fit = WholeModelFit.from_points([(9e-3, 9e-3), (5e-3, 3e-3)])
+    plan = build_plan([opt], fit.inverse(6e-3), 1e-3, model="m", profile="host", runtime="onnxruntime", total_s=total)
+    assert total(plan.keep()) == pytest.approx(7e-3)
+    plans: list = []
+    out = _replan_if_off(6.0 / 9.0, fit, plan.keep(), 1e-3, 9e-3, [opt], "m", plan, "numerical", total,
+                         SimpleNamespace(accepted=True, note="", speedup={"median": 9 / 8}), plans)
+    assert out is not None and plans == [(pytest.approx(7e-3), pytest.approx(8e-3))]
+    new_fit, keep = out
+    assert new_fit.raw_s == pytest.approx((7e-3, 9e-3))  # dense + the measured plan; the uniform anchor is gone
+    # proportional below the plan (6/8 of its 7 ms = 5.25 ms of table cost): 32 units, not the 40 the old map gave
+    assert keep["g"] == 32
+
+
 def test_a_replan_moves_at_most_twice_the_proportional_step():
     from edgeprune.optimize.run import _bounded_step
 

@@ -169,7 +169,9 @@ def test_machine_info_and_write_results(tmp_path):
 @rt_pkgs
 def test_trained_tiny_gpt2_is_cached_on_disk_and_reloaded(tmp_path, monkeypatch):
     # structured.py and sparsity.py must prune the very same decoder: the second call loads, never retrains
-    monkeypatch.setattr(zoo, "CACHE", tmp_path)
+    from benchmarks import zoo_lm
+
+    monkeypatch.setattr(zoo_lm, "CACHE", tmp_path)  # the decoder half of the zoo (re-exported by zoo)
     zoo._trained_gpt2.cache_clear()
     try:
         a = zoo.trained_tiny_gpt2(steps=1)
