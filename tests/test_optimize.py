@@ -190,6 +190,16 @@ def test_a_replan_maps_through_the_measured_plans_not_the_uniform_anchors():
     assert keep["g"] == 32
 
 
+def test_prediction_error_compares_ratios_to_dense_with_the_median_speedup():
+    from edgeprune.optimize.core import Attempt
+
+    # predicted 0.5 of dense; rounds say 2.2x (median) while pooled p50s (noisy dense) say 4.0 ms vs 10 ms
+    a = Attempt({}, 5.0, 4.0, {"median": 2.2, "min": 1.9, "max": 3.0}, 90.0, 1.0, True, predicted_ratio=0.5)
+    assert a.prediction_error == pytest.approx(0.1)
+    assert Attempt({}, 5.0, 4.0, None, 90.0, 1.0, True).prediction_error == pytest.approx(0.25)  # no rounds: p50s
+    assert Attempt({}, 5.0, None, None, 90.0, 1.0, True).prediction_error is None
+
+
 def test_a_replan_moves_at_most_twice_the_proportional_step():
     from edgeprune.optimize.run import _bounded_step
 

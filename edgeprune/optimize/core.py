@@ -33,6 +33,16 @@ class Attempt:
     accepted: bool
     note: str = ""
     drop_ok: bool = True  # the score drop was within max_drop (accepted may still be False: re-planned)
+    predicted_ratio: float | None = None  # predicted latency / dense latency
+
+    @property
+    def prediction_error(self) -> float | None:
+        """predicted / measured latency - 1, both as ratios to the dense model; measured = the median of the
+        per-round ratios (the reported speedup, and what re-planning judges by). Pooled p50s can disagree with
+        it on a noisy machine: one round where dense ran slow moves a pooled p50 but not the median ratio."""
+        if self.predicted_ratio and self.speedup:
+            return self.predicted_ratio * self.speedup["median"] - 1.0
+        return self.predicted_ms / self.measured_ms - 1.0 if self.measured_ms else None
 
 
 @dataclasses.dataclass
@@ -56,9 +66,10 @@ class OptimizeResult:
 
     @property
     def prediction_error(self) -> float | None:
+        """Of the returned attempt (see Attempt.prediction_error)."""
         if not self.optimized_ms:
             return None
-        return self.predicted_ms / self.optimized_ms - 1.0
+        return self.attempts[-1].prediction_error if self.attempts else self.predicted_ms / self.optimized_ms - 1.0
 
 
 def _budget_fraction(speedup: float | None, latency_ms: float | None, macs_ratio: float | None, dense_ms: float | None) -> float:

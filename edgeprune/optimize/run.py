@@ -267,7 +267,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         drop = score_dense - score
         ok = drop <= max_drop
         attempts.append(Attempt(dict(keep), predicted, measured_ms, spd, score, drop, ok,
-                                "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off", ok))
+                                "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off", ok,
+                                predicted_ratio=ratio))
         kept.append((pruned, pruned_onnx, bench))
         if round_i == max_rounds - 1:
             break
