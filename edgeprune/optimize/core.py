@@ -153,6 +153,11 @@ def _joint_shapes(groups, records, keep: dict[str, int]) -> dict[str, LayerShape
     return out
 
 
+def _touches_convs(records) -> bool:
+    """Whether any group narrows a conv: then the standalone table is corrected in context (context.py)."""
+    return any(r.shape.kind == "conv" for recs in records.values() for r in recs)
+
+
 def _joint_cost(groups, records, keep: dict[str, int], layer_s) -> float:
     """Seconds of every touched layer with all groups' widths applied at once. layer_s(shape, layer name)."""
     return sum(layer_s(s, name) for name, s in _joint_shapes(groups, records, keep).items())
@@ -279,7 +284,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
     measured = [r.stats.p50 / 1e3 for r in results]
     context = None
-    if any(r.shape.kind == "conv" for recs in records.values() for r in recs):
+    if _touches_convs(records):
         anchors = [(p, _joint_shapes(groups, records, k)) for p, k in zip(paths, keeps)]
         correction = context_correction(model, example_inputs, anchors, backends, feeds, measured, layer_s)
         if correction is not None:

@@ -11,7 +11,8 @@ import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
-                                     _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, apply_plan)
+                                     _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, _touches_convs,
+                                     apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
@@ -202,7 +203,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                                       rounds=rounds)[0].stats.p50
         layer_s, dense_cost = _rescale_to_now(groups, records, layer_s, dense_cost, runtime, threads, say)
         # (convs alone are expected to cost more than in the model: the anchors' context correction rescales them)
-        if dense_cost > 1.1 * dense_ms / 1e3 and not any(r.shape.kind == "conv" for rs in records.values() for r in rs):
+        if dense_cost > 1.1 * dense_ms / 1e3 and not _touches_convs(records):
             # The touched layers alone cannot cost more than the whole model: the (cached) table was
             # measured under other load or on another setup. Re-measure it rather than plan on it.
             say("latency table disagrees with the measured model by >10%: re-measuring it")
