@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
 from edgeprune.backends import get_backend  # noqa: E402
+from edgeprune import bench  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.cli_optimize import masked_embedding_fidelity  # noqa: E402
 from edgeprune.export import export  # noqa: E402
@@ -72,15 +73,18 @@ def uniform_baseline(model, example, names, calib, evaluate, ratio, runtime, den
     feeds = {n: t.numpy() for n, t in zip(names, example)}
     sessions = [(label, get_backend(runtime).compile(p), None) for label, p in (("dense", dense_onnx), ("uniform", path))]
     sessions = [(label, s, s.prepare_inputs(feeds)) for label, s, _ in sessions]
-    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=5)
+    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=ROUNDS)
     s = compare(results)[0]
     return {"measured_ms": results[1].stats.p50, "speedup": s.median, "speedup_min": s.min, "speedup_max": s.max,
             "score": evaluate(pruned)}
 
 
-# Timing iterations per round, so a round lasts about as long for every model (~2.5-3 s): EfficientNet-Lite0 runs
-# 5-12 ms at batch 1 here, and at MiniLM's 100 iterations its rounds swung by up to +-30% (predictions off by 20%).
+# Timed calls per candidate (split over the rounds), so every model gets about the same seconds of timing (~2.5-4 s):
+# EfficientNet-Lite0 runs 5-12 ms at batch 1 here, and at MiniLM's 100 calls its speedups swung by up to +-30%.
 ITERS = {"MiniLM-L6": 100, "EfficientNet-Lite0": 400}
+# Many short rounds follow the machine's drift (each starts with bench.SETTLE_S untimed): 20 rounds measured a
+# speedup with a third of the spread of 5 longer ones for the same timed calls (bench.py has the numbers).
+ROUNDS = 20
 
 
 def run(setup, speedups, runtimes, tmp: Path):
@@ -93,7 +97,7 @@ def run(setup, speedups, runtimes, tmp: Path):
             print(f"[optimize] {name} {runtime} {target}x", flush=True)
             t0 = time.time()
             res = optimize(model, example, profile="host", runtime=runtime, speedup=target, calib=calib, eval_inputs=held,
-                           evaluate=evaluate, max_drop=100.0, input_names=names, model_name=name, rounds=5,
+                           evaluate=evaluate, max_drop=100.0, input_names=names, model_name=name, rounds=ROUNDS,
                            iters=ITERS[name])
             wall = time.time() - t0
             uni = uniform_baseline(model, example, names, calib, evaluate, 1 - 1 / target, runtime, dense_onnx, tmp,
@@ -105,7 +109,7 @@ def run(setup, speedups, runtimes, tmp: Path):
                          "prediction_error_pooled_pct": 100 * (res.predicted_ms / res.optimized_ms - 1),
                          "speedup_min": s["min"], "speedup_max": s["max"], "score": res.score, "wall_s": wall,
                          "macs_ratio": res.counts["optimized"]["macs"] / res.counts["dense"]["macs"],
-                         "uniform": uni, "keep": res.plan.keep(), "iters": ITERS[name],
+                         "uniform": uni, "keep": res.plan.keep(), "iters": ITERS[name], "rounds": ROUNDS,
                          "attempts": [{"predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms,
                                        "prediction_error_pct": 100 * a.prediction_error if a.measured_ms else None,
                                        "speedup": a.speedup["median"], "score": a.score, "note": a.note}
@@ -118,8 +122,9 @@ def run(setup, speedups, runtimes, tmp: Path):
 
 def markdown(rows) -> str:
     lines = ["# edgeprune optimize on this machine (no finetuning)", "",
-             "Speedups: median of 5 interleaved rounds of p50 (min-max); iterations per round: MiniLM 100, "
-             "EfficientNet-Lite0 400 (about the same seconds per round). Score: MiniLM = 100 x embedding cosine to dense "
+             f"Speedups: median of {ROUNDS} interleaved rounds of p50 (min-max), each round after a "
+             f"{bench.SETTLE_S} s untimed settle; timed calls per candidate: MiniLM 100, EfficientNet-Lite0 400 (about "
+             "the same seconds of timing). Score: MiniLM = 100 x embedding cosine to dense "
              "on 256 held-out Rotten Tomatoes snippets; EfficientNet-Lite0 = top-1 agreement (%) with dense on held-out photos. "
              "Uniform = every group pruned by 1 - 1/requested (magnitude), same measurement. Prediction error = predicted "
              "latency ratio to dense x measured speedup - 1 (the measured side is the median of per-round ratios, the "

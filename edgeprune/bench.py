@@ -4,6 +4,8 @@ The loop only calls a prepared zero-argument callable between two clock reads, s
 adds almost nothing to the runtime's own time (benchmarks/runtimes.py shows it against a bare loop).
 Comparisons interleave rounds of every candidate so drift (thermal, noisy neighbours) hits all of
 them alike; a speedup is the median of per-round p50 ratios, with the min-max spread over rounds.
+Short rounds follow drift best, but each switch between candidates disturbs the next one, so every
+round of a comparison starts with a short untimed settle (see `SETTLE_S`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,14 @@ import numpy as np
 from edgeprune.errors import BenchmarkError, ConfigError
 
 Clock = Callable[[], int]  # nanoseconds
+
+# Untimed calls at the start of every round of an interleaved comparison, in seconds. Why: ONNX Runtime's
+# intra-op threads keep spinning after a run, so the first 5-7 calls of the next session (EfficientNet-Lite0,
+# 2 cores) ran 2x slow; with 10 calls per round that bias moved a 1.27x speedup to 1.05x. A 0.15 s settle
+# removed it (1.26-1.29x at 10 calls per round), and then 20 rounds of 20 calls measured the ratio with a
+# third of the spread of 5 rounds of 80 (sd 0.017 vs 0.038 over repeats; OpenVINO 0.011 vs 0.033, where
+# the machine's speed steps between seconds rather than between calls).
+SETTLE_S = 0.15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +109,9 @@ class Speedup:
         return f"{self.median:.2f}x (rounds {self.min:.2f}-{self.max:.2f}, n={self.rounds})"
 
 
-def _check_counts(warmup: int, iters: int | None, seconds: float | None, rounds: int) -> None:
+def _check_counts(warmup: int, iters: int | None, seconds: float | None, rounds: int, settle_s: float = 0.0) -> None:
+    if settle_s < 0:
+        raise ConfigError(f"settle_s must be >= 0, got {settle_s}", hint="pass settle_s=0.15 (seconds)")
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}", hint="pass --warmup 20")
     if rounds < 1:
@@ -108,6 +120,17 @@ def _check_counts(warmup: int, iters: int | None, seconds: float | None, rounds:
         raise ConfigError(f"iters must be >= rounds ({rounds}), got {iters}", hint="pass --iters 200")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds must be > 0, got {seconds}", hint="pass --seconds 10")
+
+
+def _settle(fn: Callable[[], Any], seconds: float, clock: Clock) -> None:
+    """Call `fn` untimed until `seconds` have passed (at least once when seconds > 0)."""
+    if seconds <= 0:
+        return
+    deadline = clock() + int(seconds * 1e9)
+    while True:
+        fn()
+        if clock() >= deadline:
+            return
 
 
 def _time_calls(fn: Callable[[], Any], n: int | None, seconds: float | None, clock: Clock) -> list[float]:
@@ -132,11 +155,13 @@ def measure_many(
     iters: int | None = 200,
     seconds: float | None = None,
     rounds: int = 5,
+    settle_s: float = 0.0,
     clock: Clock = time.perf_counter_ns,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Timing]:
-    """Time several candidates in interleaved rounds. `iters`/`seconds` are per candidate, split over rounds."""
-    _check_counts(warmup, iters, seconds, rounds)
+    """Time several candidates in interleaved rounds. `iters`/`seconds` are per candidate, split over rounds;
+    each candidate's round starts with `settle_s` seconds of untimed calls (not counted in `iters`)."""
+    _check_counts(warmup, iters, seconds, rounds, settle_s)
     per_round = None if seconds is not None else max(1, iters // rounds)
     round_seconds = None if seconds is None else seconds / rounds
     for fn in fns:
@@ -146,6 +171,7 @@ def measure_many(
     p50s: list[list[float]] = [[] for _ in fns]
     for r in range(rounds):
         for i, fn in enumerate(fns):
+            _settle(fn, settle_s, clock)
             got = _time_calls(fn, per_round, round_seconds, clock)
             samples[i].extend(got)
             p50s[i].append(float(np.median(got)))
@@ -244,11 +270,15 @@ def benchmark_sessions(
     iters: int | None = 200,
     seconds: float | None = None,
     rounds: int = 5,
+    settle_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[BenchResult]:
-    """Benchmark compiled backends side by side: (label, backend, inputs) each, interleaved rounds."""
+    """Benchmark compiled backends side by side: (label, backend, inputs) each, interleaved rounds.
+    `settle_s` defaults to SETTLE_S when there is more than one session (a lone session never switches)."""
     runners = [backend.runner(inputs) for _, backend, inputs in sessions]
-    timings = measure_many(runners, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds, progress=progress)
+    settle = (SETTLE_S if len(sessions) > 1 else 0.0) if settle_s is None else settle_s
+    timings = measure_many(runners, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds, settle_s=settle,
+                           progress=progress)
     return [_result(label, backend, t, batch or _lead_dim(feeds)) for (label, backend, feeds), t in zip(sessions, timings)]
 
 

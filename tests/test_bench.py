@@ -63,6 +63,49 @@ def test_interleaved_speedup_with_spread():
     assert results[1].throughput == pytest.approx(100.0)
 
 
+def _switch_penalised(clock, steady_ms, penalty_calls):
+    """Two candidates where each one's first `penalty_calls` calls after the other ran take 3x (ORT's spinning
+    threads of the previous session do this on a real machine)."""
+    last = {"who": None, "streak": 0}
+
+    def make(who):
+        def call():
+            last["streak"] = last["streak"] + 1 if last["who"] == who else 1
+            last["who"] = who
+            clock.advance_ms(steady_ms[who] * (3 if last["streak"] <= penalty_calls else 1))
+        return call
+    return [make(0), make(1)]
+
+
+def test_settle_keeps_switch_penalty_out_of_short_rounds():
+    clock = FakeClock()
+    fns = _switch_penalised(clock, {0: 20.0, 1: 10.0}, penalty_calls=6)
+    # 10 calls a round: without a settle 6 of 10 are penalised, the p50 is 3x steady and the ratio collapses
+    raw = measure_many(fns, warmup=0, iters=100, rounds=10, clock=clock)
+    assert raw[0].round_p50_ms[0] == pytest.approx(60.0)
+    settled = measure_many(fns, warmup=0, iters=100, rounds=10, settle_s=0.4, clock=clock)
+    assert settled[0].round_p50_ms == (20.0,) * 10 and settled[1].round_p50_ms == (10.0,) * 10
+    assert settled[0].stats.n == 100 and settled[0].stats.max == 20.0  # settle calls are never timed samples
+
+
+def test_settle_defaults_on_for_comparisons_only(monkeypatch):
+    import edgeprune.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "measure_many", lambda fns, **kw: seen.append(kw["settle_s"]) or [])
+    monkeypatch.setattr(bench, "_result", lambda *a: None)
+
+    class Sess:
+        def runner(self, feeds):
+            return lambda: None
+    bench.benchmark_sessions([("a", Sess(), {})], iters=10, rounds=2)
+    bench.benchmark_sessions([("a", Sess(), {}), ("b", Sess(), {})], iters=10, rounds=2)
+    bench.benchmark_sessions([("a", Sess(), {}), ("b", Sess(), {})], iters=10, rounds=2, settle_s=0.0)
+    assert seen == [0.0, bench.SETTLE_S, 0.0]
+    with pytest.raises(ConfigError, match="settle_s"):
+        measure_many([lambda: None], iters=10, rounds=2, settle_s=-1)
+
+
 def test_speedup_needs_matching_rounds():
     st = LatencyStats.from_samples([1.0, 2.0])
     with pytest.raises(BenchmarkError):

@@ -136,7 +136,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
              speedup: float | None = None, latency_ms: float | None = None, macs_ratio: float | None = None,
              calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
              max_drop: float = 1.0, recover_steps: int = 0, importance: str = "numerical", threads: int | None = None,
-             input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 5, iters: int = 100,
+             input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 20, iters: int = 100,
              max_candidates: int = 24, allocation: str = "sensitivity", model_name: str = "model", workdir: str | Path | None = None,
              progress: Callable[[str], None] | None = None, attention: str | Any | None = None) -> OptimizeResult:
     """Find per-group widths that meet the budget on `profile`'s runtime with the least importance lost.
