@@ -62,6 +62,7 @@ class Timing:
     samples_ms: tuple[float, ...]
     round_p50_ms: tuple[float, ...]
     warmup: int
+    settle_s: float = 0.0  # untimed seconds at the start of every round
 
     @property
     def stats(self) -> LatencyStats:
@@ -77,6 +78,7 @@ class BenchResult:
     round_p50_ms: list[float]
     warmup: int
     compile_time_s: float | None = None
+    settle_s: float = 0.0  # untimed seconds at the start of every round (bench.SETTLE_S in comparisons)
     peak_rss_mb: float | None = None  # whole process, so far
     load_rss_mb: float | None = None  # what loading this session added
     artifact_bytes: int | None = None
@@ -177,7 +179,7 @@ def measure_many(
             p50s[i].append(float(np.median(got)))
         if progress:
             progress(r + 1, rounds)
-    return [Timing(tuple(s), tuple(p), warmup) for s, p in zip(samples, p50s)]
+    return [Timing(tuple(s), tuple(p), warmup, settle_s) for s, p in zip(samples, p50s)]
 
 
 def measure(fn: Callable[[], Any], **kwargs) -> Timing:
@@ -254,6 +256,7 @@ def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
         round_p50_ms=list(timing.round_p50_ms),
         warmup=timing.warmup,
         compile_time_s=backend.compile_time_s,
+        settle_s=timing.settle_s,
         peak_rss_mb=round(peak_rss_mb(), 1),
         load_rss_mb=None if backend.load_rss_mb is None else round(backend.load_rss_mb, 1),
         artifact_bytes=backend.artifact_size_bytes(),

@@ -148,7 +148,8 @@ def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters
     speedups = compare(results) if len(results) > 1 else []
     console.print(bench_table(results, speedups))
     console.print(f"[dim]{environment_line(results[0].env)}[/dim]")
-    console.print(f"[dim]{rounds} interleaved rounds; speedup = median of per-round p50 ratios (min-max over rounds)[/dim]")
+    settle = f", each after a {results[0].settle_s:g} s untimed settle" if results[0].settle_s else ""
+    console.print(f"[dim]{rounds} interleaved rounds{settle}; speedup = median of per-round p50 ratios (min-max over rounds)[/dim]")
     if json_path:
         write_text_atomic(json_path, bench_json(results, speedups))
     if md_path:

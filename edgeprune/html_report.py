@@ -44,7 +44,7 @@ def bench_result_from_dict(d: dict):
         st = LatencyStats(**{k: stats[k] for k in _STAT_KEYS})
         return BenchResult(name=str(d.get("name", "?")), backend=str(d.get("backend", "?")), batch=int(d.get("batch", 1)),
                            stats=st, round_p50_ms=list(d.get("round_p50_ms") or []), warmup=int(d.get("warmup", 0)),
-                           compile_time_s=d.get("compile_time_s"), peak_rss_mb=d.get("peak_rss_mb"),
+                           compile_time_s=d.get("compile_time_s"), settle_s=float(d.get("settle_s") or 0.0), peak_rss_mb=d.get("peak_rss_mb"),
                            load_rss_mb=d.get("load_rss_mb"), artifact_bytes=d.get("artifact_bytes"),
                            options=d.get("options") or {}, env=d.get("env") or {})
     except (KeyError, TypeError, ValueError) as err:

@@ -86,6 +86,7 @@ def test_settle_keeps_switch_penalty_out_of_short_rounds():
     settled = measure_many(fns, warmup=0, iters=100, rounds=10, settle_s=0.4, clock=clock)
     assert settled[0].round_p50_ms == (20.0,) * 10 and settled[1].round_p50_ms == (10.0,) * 10
     assert settled[0].stats.n == 100 and settled[0].stats.max == 20.0  # settle calls are never timed samples
+    assert (raw[0].settle_s, settled[1].settle_s) == (0.0, 0.4)  # results say how they were measured
 
 
 def test_settle_defaults_on_for_comparisons_only(monkeypatch):

@@ -65,8 +65,9 @@ def test_bench_two_models_prints_speedup_and_writes_files(runner, tmp_path, cnn_
     doc = json.loads(js.read_text())
     assert [r["name"] for r in doc["results"]] == ["models_for_cli", "cnn"]
     assert len(doc["speedups"]) == 1 and doc["speedups"][0]["rounds"] == 3
-    assert all(r["stats"]["n"] == 12 for r in doc["results"])
+    assert all(r["stats"]["n"] == 12 and r["settle_s"] == 0.15 for r in doc["results"])  # a comparison settles
     assert "| models_for_cli | onnxruntime |" in md.read_text() and "Environment:" in md.read_text()
+    assert "each after a 0.15 s untimed settle" in md.read_text()
 
 
 def test_bench_torch_and_openvino_backends(runner, cnn_onnx):
