@@ -50,18 +50,8 @@ def texts_and_labels():
 
 def photos(n: int) -> tuple[torch.Tensor, str]:
     """n distinct 224x224 inputs: random resized crops (scale 0.35-1) and flips of the shipped photos."""
-    base = zoo.imagenet_photos()
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for i in range(n):
-        img = base[i % len(base)]
-        s = float(torch.empty(1).uniform_(0.35, 1.0, generator=g))
-        ch = cw = max(16, int(224 * s))
-        y, x = (int(torch.randint(0, 224 - ch + 1, (1,), generator=g)), int(torch.randint(0, 224 - cw + 1, (1,), generator=g)))
-        crop = torch.nn.functional.interpolate(img[None, :, y:y + ch, x:x + cw], size=(224, 224), mode="bilinear", antialias=True)[0]
-        out.append(crop.flip(-1) if i % 2 else crop)
-    return (torch.stack(out).contiguous(),
-            f"benchmarks/zoo.py imagenet_photos: {len(base)} photos, {n} random resized crops/flips")
+    return (zoo.photo_views(n),
+            f"benchmarks/zoo.py imagenet_photos: {len(zoo.imagenet_photos())} photos, {n} random resized crops/flips")
 
 
 def efficientnet():

@@ -218,6 +218,23 @@ def imagenet_photos(size: int = 224, mean=LITE_MEAN, std=LITE_STD) -> torch.Tens
     return _photos(size, tuple(mean), tuple(std))[0].clone()
 
 
+def photo_views(n: int, rows=None, seed: int = 0) -> torch.Tensor:
+    """(n, 3, 224, 224): random resized crops (scale 0.35-1) of imagenet_photos()[rows] (default all 32), every
+    second one mirrored. Disjoint `rows` give calibration and evaluation sets that share no photo."""
+    base = imagenet_photos()
+    base = base if rows is None else base[list(rows)]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        img = base[i % len(base)]
+        s = float(torch.empty(1).uniform_(0.35, 1.0, generator=g))
+        side = max(16, int(224 * s))
+        y, x = (int(torch.randint(0, 224 - side + 1, (1,), generator=g)), int(torch.randint(0, 224 - side + 1, (1,), generator=g)))
+        crop = F.interpolate(img[None, :, y:y + side, x:x + side], size=(224, 224), mode="bilinear", antialias=True)[0]
+        out.append(crop.flip(-1) if i % 2 else crop)
+    return torch.stack(out).contiguous()
+
+
 def imagenet_photo_names() -> list[str]:
     """Names of imagenet_photos() rows, in order ('chelsea', ..., 'chelsea/flip', ...)."""
     return list(_photos(224, LITE_MEAN, LITE_STD)[1])
