@@ -119,7 +119,7 @@ def _next_ratio(tried, target: float) -> float:
 # EfficientNet-Lite0 runs 5-12 ms at batch 1 here, and at MiniLM's 100 calls its speedups swung by up to +-30%.
 ITERS = {"MiniLM-L6": 100, "EfficientNet-Lite0": 400}
 # Many short rounds follow the machine's drift (each starts with bench.SETTLE_S untimed): 20 rounds measured a
-# speedup with a third of the spread of 5 longer ones for the same timed calls (bench.py has the numbers).
+# speedup with under half the spread of 5 longer ones for the same timed calls (bench.py has the numbers).
 ROUNDS = 20
 
 

@@ -25,8 +25,8 @@ Clock = Callable[[], int]  # nanoseconds
 # Untimed calls at the start of every round of an interleaved comparison, in seconds. Why: ONNX Runtime's
 # intra-op threads keep spinning after a run, so the first 5-7 calls of the next session (EfficientNet-Lite0,
 # 2 cores) ran 2x slow; with 10 calls per round that bias moved a 1.27x speedup to 1.05x. A 0.15 s settle
-# removed it (1.26-1.29x at 10 calls per round), and then 20 rounds of 20 calls measured the ratio with a
-# third of the spread of 5 rounds of 80 (sd 0.017 vs 0.038 over repeats; OpenVINO 0.011 vs 0.033, where
+# removed it (1.26-1.29x at 10 calls per round), and then 20 rounds of 20 calls measured the ratio with under
+# half the spread of 5 rounds of 80 (sd 0.017 vs 0.038 over repeats; OpenVINO 0.011 vs 0.033, where
 # the machine's speed steps between seconds rather than between calls).
 SETTLE_S = 0.15
 
