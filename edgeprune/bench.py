@@ -106,6 +106,8 @@ class Speedup:
     min: float
     max: float
     rounds: int
+    ci_low: float | None = None  # distribution-free ~95% interval of the median (median_interval)
+    ci_high: float | None = None
 
     def __str__(self) -> str:
         return f"{self.median:.2f}x (rounds {self.min:.2f}-{self.max:.2f}, n={self.rounds})"
@@ -201,7 +203,26 @@ def speedup(baseline: BenchResult, candidate: BenchResult) -> Speedup:
     ratios = [b / c for b, c in zip(baseline.round_p50_ms, candidate.round_p50_ms) if c > 0]
     if not ratios:
         raise BenchmarkError(f"no usable rounds to compare '{candidate.name}' with '{baseline.name}'")
-    return Speedup(baseline.name, candidate.name, statistics.median(ratios), min(ratios), max(ratios), len(ratios))
+    low, high = median_interval(ratios)
+    return Speedup(baseline.name, candidate.name, statistics.median(ratios), min(ratios), max(ratios), len(ratios),
+                   low, high)
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the median of `values`: order statistics x_(k) and x_(n+1-k) with the
+    largest k for which P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2. Why order statistics: per-round
+    ratios on a shared machine are skewed (a busy round is slow, never fast), so a normal interval would
+    lie. Below 6 values no k qualifies at 95% and the interval is the whole range (min, max)."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise BenchmarkError("no values to take a median interval of")
+    tail, k, below = (1 - confidence) / 2, 0, 0.0
+    while k < n // 2 and below + math.comb(n, k) / 2 ** n <= tail:
+        below += math.comb(n, k) / 2 ** n
+        k += 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
 
 
 def compare(results: Sequence[BenchResult]) -> list[Speedup]:

@@ -60,6 +60,7 @@ def test_interleaved_speedup_with_spread():
     results = [BenchResult(n, "x", 1, t.stats, list(t.round_p50_ms), 1) for n, t in zip(["slow", "fast"], timings)]
     (s,) = compare(results)
     assert s.median == pytest.approx(2.0) and s.min == pytest.approx(2.0) and s.rounds == 3
+    assert (s.ci_low, s.ci_high) == (pytest.approx(2.0), pytest.approx(2.0))
     assert results[1].throughput == pytest.approx(100.0)
 
 
@@ -105,6 +106,19 @@ def test_settle_defaults_on_for_comparisons_only(monkeypatch):
     assert seen == [0.0, bench.SETTLE_S, 0.0]
     with pytest.raises(ConfigError, match="settle_s"):
         measure_many([lambda: None], iters=10, rounds=2, settle_s=-1)
+
+
+def test_median_interval_order_statistics():
+    from edgeprune.bench import median_interval
+
+    # n=20: P(Bin(20, 1/2) <= 5) = 0.0207 <= 0.025 < P(<= 6) = 0.0577, so k = 6: x_(6) and x_(15)
+    assert median_interval([float(i) for i in range(1, 21)]) == (6.0, 15.0)
+    assert median_interval([float(i) for i in range(20, 0, -1)]) == (6.0, 15.0)  # order of rounds is irrelevant
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few rounds for 95%: the whole range
+    assert median_interval([float(i) for i in range(1, 11)]) == (2.0, 9.0)  # n=10: P(Bin <= 1) = 0.011, k = 2
+    assert median_interval([1.0] * 9 + [10.0]) == (1.0, 1.0)  # one busy round cannot widen it
+    with pytest.raises(BenchmarkError):
+        median_interval([])
 
 
 def test_speedup_needs_matching_rounds():

@@ -97,6 +97,8 @@ def test_cli_writes_outdir(tmp_path):
         assert (out / name).is_file(), name
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema"] == "edgeprune.report/1" and doc["speedups"][0]["rounds"] == 20  # optimize's default: many short rounds
+    sp = doc["speedups"][0]
+    assert sp["min"] <= sp["ci_low"] <= sp["median"] <= sp["ci_high"] <= sp["max"]  # 20 rounds: x_(6)..x_(15)
     assert "speedup" in result.output
     import tarfile
 

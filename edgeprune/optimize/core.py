@@ -235,7 +235,8 @@ def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, thre
         sessions.append((label, sess, sess.prepare_inputs(feeds)))
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
     s = speedup(results[0], results[1])
-    return results, {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds}
+    return results, {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds, "ci_low": s.ci_low,
+                     "ci_high": s.ci_high}
 
 
 def _uniform_keep(groups, step_for, fraction: float) -> dict[str, int]:
