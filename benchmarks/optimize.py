@@ -85,7 +85,7 @@ def uniform_baseline(model, example, names, calib, evaluate, target: float, firs
     feeds = {n: t.numpy() for n, t in zip(names, example)}
     dense = get_backend(runtime).compile(dense_onnx)
     ratio, tried = first_ratio, []
-    for i in range(tries):
+    for _ in range(tries):
         pruned = prune(model, example, StructuredConfig(ratio=ratio, unit="auto", importance="magnitude", round_to=8), calib=calib)
         path = tmp / f"uniform_{ratio:.3f}.onnx"
         export(pruned, example, path, input_names=names)

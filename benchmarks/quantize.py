@@ -51,7 +51,7 @@ def texts_and_labels():
 def photos(n: int) -> tuple[torch.Tensor, str]:
     """n distinct 224x224 inputs: random resized crops (scale 0.35-1) and flips of the shipped photos."""
     return (zoo.photo_views(n),
-            f"benchmarks/zoo.py imagenet_photos: {len(zoo.imagenet_photos())} photos, {n} random resized crops/flips")
+            f"benchmarks/zoo.py imagenet_photos: {len(zoo.imagenet_photo_names())} photos, {n} random resized crops/flips")
 
 
 def efficientnet():

@@ -130,7 +130,7 @@ def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters
                           backend=backends[0] if backends else "auto")
     from edgeprune._io import write_text_atomic
     from edgeprune.bench import benchmark_sessions, compare
-    from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line
+    from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line, settle_note
 
     if batch is not None and batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}", hint="e.g. --batch 8")
@@ -148,8 +148,7 @@ def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters
     speedups = compare(results) if len(results) > 1 else []
     console.print(bench_table(results, speedups))
     console.print(f"[dim]{environment_line(results[0].env)}[/dim]")
-    settle = f", each after a {results[0].settle_s:g} s untimed settle" if results[0].settle_s else ""
-    console.print(f"[dim]{rounds} interleaved rounds{settle}; speedup = median of per-round p50 ratios (min-max over rounds)[/dim]")
+    console.print(f"[dim]{rounds} interleaved rounds{settle_note(results[0])}; speedup = median of per-round p50 ratios (min-max over rounds)[/dim]")
     if json_path:
         write_text_atomic(json_path, bench_json(results, speedups))
     if md_path:

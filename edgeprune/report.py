@@ -49,12 +49,13 @@ def bench_markdown(results: Sequence[BenchResult], speedups: Sequence[Speedup] =
     if results:
         env = results[0].env
         lines += ["", "Environment: " + environment_line(env),
-                  f"Rounds: {len(results[0].round_p50_ms)} interleaved{_settle_note(results[0])}; "
+                  f"Rounds: {len(results[0].round_p50_ms)} interleaved{settle_note(results[0])}; "
                   "speedup = median of per-round p50 ratios (min-max)."]
     return "\n".join(lines) + "\n"
 
 
-def _settle_note(result: BenchResult) -> str:
+def settle_note(result: BenchResult) -> str:
+    """', each after a 0.15 s untimed settle' when the result's rounds settled, else ''."""
     return f", each after a {result.settle_s:g} s untimed settle" if result.settle_s else ""
 
 
