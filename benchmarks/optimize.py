@@ -148,7 +148,8 @@ def run(setup, speedups, runtimes, tmp: Path):
                          "uniform": uni, "keep": res.plan.keep(), "iters": ITERS[name], "rounds": ROUNDS,
                          "attempts": [{"predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms,
                                        "prediction_error_pct": 100 * a.prediction_error if a.measured_ms else None,
-                                       "speedup": a.speedup["median"], "score": a.score, "note": a.note}
+                                       "speedup": a.speedup["median"], "score": a.score, "note": a.note,
+                                       "first_speedup": a.first_speedup["median"] if a.first_speedup else None}
                                       for a in res.attempts],
                          "latency_context": res.latency_context,
                          "date_utc": zoo.machine_info()["date_utc"]})
@@ -177,16 +178,23 @@ def markdown(rows) -> str:
                      f"{r.get('prediction_error_pooled_pct', r['prediction_error_pct']):+.1f}% | "
                      f"{r['score']:.2f} | {r['macs_ratio']:.2f} | {u['speedup']:.2f}x ({u['speedup_min']:.2f}-{u['speedup_max']:.2f}) | "
                      f"{u.get('ratio', 1 - 1 / r['requested']):.2f} | {u['score']:.2f} | {r['wall_s']:.0f} |")
-    lines += ["", "Every attempt (in order; the returned one is last): measured speedup (prediction error). The first "
-              "one is the plan made before any measurement of a plan; later ones are re-plans after it.", "",
+    lines += ["", "Every attempt (in order, except that the returned one is last): measured speedup (prediction error). "
+              "The first one is the plan made before any measurement of a plan; later ones are re-plans after it. "
+              "\"a => b\": timed a in its own run, then b when the attempts were re-timed side by side with dense "
+              "before choosing (the error is against b).", "",
               "| model | runtime | requested | attempts | conv table x in-context (median, min-max) |", "|---|---|---|---|---|"]
     for r in rows:
-        tries = " -> ".join(f"{a['speedup']:.2f}x ({a.get('prediction_error_pct', 100 * (a['predicted_ms'] / a['measured_ms'] - 1)):+.1f}%)"
-                            for a in r.get("attempts", []) if a["measured_ms"])
+        tries = " -> ".join(attempt_cell(a) for a in r.get("attempts", []) if a["measured_ms"])
         c = r.get("latency_context")
         ctx = f"{c['rho_median']:.2f} ({c['rho_min']:.2f}-{c['rho_max']:.2f}), {c['layers']} convs" if c else "-"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['requested']:.1f}x | {tries or '-'} | {ctx} |")
     return "\n".join(lines) + "\n"
+
+
+def attempt_cell(a: dict) -> str:
+    first = f"{a['first_speedup']:.2f}x => " if a.get("first_speedup") else ""
+    err = a.get("prediction_error_pct", 100 * (a["predicted_ms"] / a["measured_ms"] - 1))
+    return f"{first}{a['speedup']:.2f}x ({err:+.1f}%)"
 
 
 def previous_rows(name: str, new: list[dict]) -> list[dict]:

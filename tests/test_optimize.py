@@ -229,3 +229,73 @@ def test_the_returned_attempt_met_the_budget_with_the_best_score():
     assert _best_attempt([attempt(1.6, 80), attempt(1.5, 95, ok=False)], fraction) == 0
     # nothing met the budget: the last one, as before
     assert _best_attempt([attempt(1.2, 80), attempt(1.3, 95)], fraction) == 1
+
+
+def test_off_budget_stands_inside_the_median_interval_within_ten_percent():
+    from edgeprune.optimize.run import _off_budget
+
+    fraction = 1 / 1.5
+    assert _off_budget({"median": 1.47}, fraction) is None  # 2% slow: within 3%
+    assert _off_budget({"median": 1.40}, fraction) == "slow"  # 7% slow, no interval: re-plan
+    assert _off_budget({"median": 1.60}, fraction) == "fast"  # 6.7% fast
+    # the same medians with rounds too spread to tell them from 1.5x: on budget
+    assert _off_budget({"median": 1.40, "ci_low": 1.30, "ci_high": 1.55}, fraction) is None
+    assert _off_budget({"median": 1.60, "ci_low": 1.45, "ci_high": 1.70}, fraction) is None
+    # a tight interval that excludes 1.5x: re-plan
+    assert _off_budget({"median": 1.40, "ci_low": 1.38, "ci_high": 1.42}, fraction) == "slow"
+    # more than 10% off re-plans whatever the interval (1.68x for 1.5x is 10.7% of dense latency fast)
+    assert _off_budget({"median": 1.68, "ci_low": 1.20, "ci_high": 2.40}, fraction) == "fast"
+    assert _off_budget({"median": 1.30, "ci_low": 1.10, "ci_high": 1.60}, fraction) == "slow"
+
+
+def test_best_attempt_counts_a_miss_inside_the_interval_as_met():
+    from edgeprune.optimize.core import Attempt
+    from edgeprune.optimize.run import _best_attempt
+
+    noisy = Attempt({}, 1.0, 1.0, {"median": 1.40, "ci_low": 1.30, "ci_high": 1.55}, 95, 5, True, "", True)
+    fast = Attempt({}, 1.0, 1.0, {"median": 1.70, "ci_low": 1.65, "ci_high": 1.75}, 80, 20, True, "", True)
+    assert _best_attempt([fast, noisy], 1 / 1.5) == 1
+    tight = Attempt({}, 1.0, 1.0, {"median": 1.40, "ci_low": 1.38, "ci_high": 1.42}, 95, 5, True, "", True)
+    assert _best_attempt([fast, tight], 1 / 1.5) == 0
+
+
+def _attempt_files(tmp_path, widths):
+    from edgeprune.export import export
+
+    paths = []
+    for w in widths:
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(64, w), nn.ReLU(), nn.Linear(w, 64)).eval()
+        paths.append(tmp_path / f"m{w}.onnx")
+        export(m, (torch.randn(8, 64),), paths[-1], input_names=["input_0"])
+    return paths
+
+
+def test_attempts_that_kept_the_score_are_retimed_side_by_side(tmp_path):
+    import numpy as np
+
+    from edgeprune.optimize.core import Attempt
+    from edgeprune.optimize.run import _retime_side_by_side
+
+    dense, wide, narrow, bad = _attempt_files(tmp_path, [512, 256, 64, 32])
+    old = {"median": 9.0, "min": 9.0, "max": 9.0, "rounds": 3}
+    attempts = [Attempt({}, 1.0, 1.0, dict(old), 90, 1, True, "re-planned", True, predicted_ratio=0.5),
+                Attempt({}, 1.0, 1.0, dict(old), 80, 2, True, "accepted", True, predicted_ratio=0.25),
+                Attempt({}, 1.0, 1.0, dict(old), 10, 90, False, "drop", False, predicted_ratio=0.1)]
+    kept = [(None, wide, ["own run"]), (None, narrow, ["own run"]), (None, bad, ["own run"])]
+    said = []
+    feeds = {"input_0": np.random.default_rng(0).standard_normal((8, 64), dtype=np.float32)}
+    _retime_side_by_side(attempts, kept, dense, "onnxruntime", feeds, 1, 3, 12, said.append)
+    assert said == ["re-timing 2 attempts side by side with the dense model on onnxruntime"]
+    for a, (_, _, bench) in zip(attempts[:2], kept[:2]):
+        assert a.first_speedup == old and a.speedup["rounds"] == 3
+        assert a.speedup["min"] <= a.speedup["median"] <= a.speedup["max"] and a.speedup["median"] != 9.0
+        assert [r.name for r in bench] == ["dense", "optimized"] and a.measured_ms == bench[1].stats.p50
+        assert a.predicted_ms == pytest.approx(a.predicted_ratio * bench[0].stats.p50)  # the ratio made before
+        assert "re-timed beside the other attempts: 9.00x ->" in a.note
+    assert kept[0][2][0] is kept[1][2][0]  # one dense timing for both: one run
+    assert attempts[2].first_speedup is None and attempts[2].speedup == old and kept[2][2] == ["own run"]
+    # one attempt that kept the score: nothing to choose between, nothing re-timed
+    single = [Attempt({}, 1.0, 1.0, dict(old), 90, 1, True, "accepted", True, predicted_ratio=0.5)]
+    _retime_side_by_side(single, [(None, wide, [])], dense, "onnxruntime", feeds, 1, 3, 12, said.append)
+    assert single[0].speedup == old and len(said) == 1

@@ -34,6 +34,7 @@ class Attempt:
     note: str = ""
     drop_ok: bool = True  # the score drop was within max_drop (accepted may still be False: re-planned)
     predicted_ratio: float | None = None  # predicted latency / dense latency
+    first_speedup: dict[str, float] | None = None  # its own run's, when re-timed beside the other attempts (run.py)
 
     @property
     def prediction_error(self) -> float | None:
@@ -225,18 +226,28 @@ def _recover(student, teacher, batches, steps: int, lr: float = 1e-4) -> None:
     student.eval()
 
 
-def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, threads, rounds: int, iters: int):
+def _speedup_dict(s) -> dict[str, float]:
+    """A Speedup's numbers, as attempts and report.json carry them."""
+    return {k: v for k, v in dataclasses.asdict(s).items() if k not in ("baseline", "candidate")}
+
+
+def _measure_against_dense(dense_onnx: Path, paths: Sequence[Path], runtime: str, feeds, threads, rounds: int,
+                           iters: int):
+    """BenchResults [dense, "optimized" per path] from one interleaved run, and each path's speedup dict."""
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.bench import benchmark_sessions, speedup
+    from edgeprune.bench import benchmark_sessions, compare
 
     sessions = []
-    for label, path in (("dense", dense_onnx), ("optimized", pruned_onnx)):
+    for label, path in [("dense", dense_onnx)] + [("optimized", p) for p in paths]:
         sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
         sessions.append((label, sess, sess.prepare_inputs(feeds)))
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
-    s = speedup(results[0], results[1])
-    return results, {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds, "ci_low": s.ci_low,
-                     "ci_high": s.ci_high}
+    return results, [_speedup_dict(s) for s in compare(results)]
+
+
+def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, threads, rounds: int, iters: int):
+    results, (spd,) = _measure_against_dense(dense_onnx, [pruned_onnx], runtime, feeds, threads, rounds, iters)
+    return results, spd
 
 
 def _uniform_keep(groups, step_for, fraction: float) -> dict[str, int]:

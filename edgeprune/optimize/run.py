@@ -11,8 +11,8 @@ import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
-                                     _layer_costs, _measure_pair, _outputs, _plan_groups, _recover, _touches_convs,
-                                     apply_plan)
+                                     _layer_costs, _measure_against_dense, _measure_pair, _outputs, _plan_groups,
+                                     _recover, _touches_convs, apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
@@ -86,11 +86,10 @@ def _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name,
     Why both ways: the anchors are uniformly pruned models, and a plan that cuts some layers deep can run
     faster than its table cost says (MiniLM on ORT: 1.60x measured for 1.3x asked in one run).
     """
-    # the median of per-round ratios: the number reported and the one _best_attempt judges by (a pooled p50
-    # ratio can disagree with it on a noisy machine, and then one attempt would be both on and off budget)
-    measured_ratio = 1.0 / attempt.speedup["median"]
-    if fraction * 0.95 <= measured_ratio <= fraction * 1.03:
+    verdict = _off_budget(attempt.speedup, fraction)
+    if verdict is None:
         return None
+    measured_ratio = 1.0 / attempt.speedup["median"]
     raw = joint_total(keep)
     measured_plans = [] if measured_plans is None else measured_plans
     measured_plans.append((raw, measured_ratio * fit(total_dense)))
@@ -104,10 +103,27 @@ def _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name,
     if new_plan.keep() == keep:
         return None
     attempt.accepted = False
-    slow = measured_ratio > fraction
+    slow = verdict == "slow"
     attempt.note = (f"measured {1 / measured_ratio:.2f}x {'<' if slow else '>'} requested {1 / fraction:.2f}x: this "
                     f"measurement joins the latency anchors, re-planning {'narrower' if slow else 'wider'}")
     return new_fit, new_plan.keep()
+
+
+def _off_budget(spd: dict[str, float], fraction: float) -> str | None:
+    """"slow", "fast", or None when the measurement is on the budget: its median within 3% slower / 5% faster
+    than asked, or the asked speedup inside the median's ~95% interval with the median within 10% of it.
+
+    The median of per-round ratios is the number reported (a pooled p50 ratio can disagree with it on a noisy
+    machine, and then one attempt would be both on and off budget). Why the interval: when the machine is busy
+    the rounds cannot tell the attempt from the budget, and a re-plan would chase noise (EfficientNet-Lite0 on
+    OpenVINO at 1.5x asked: 1.68x with rounds 1.17-2.50, re-planned wider, and the wider plan measured 1.70x)."""
+    ratio = 1.0 / spd["median"]
+    if fraction * 0.95 <= ratio <= fraction * 1.03:
+        return None
+    low, high = spd.get("ci_low"), spd.get("ci_high")
+    if low and high and low <= 1.0 / fraction <= high and abs(ratio / fraction - 1.0) <= 0.10:
+        return None
+    return "slow" if ratio > fraction else "fast"
 
 
 def _bounded_step(raw: float, target_raw: float, proportional: float) -> float:
@@ -122,14 +138,41 @@ def _bounded_step(raw: float, target_raw: float, proportional: float) -> float:
 
 def _best_attempt(attempts, fraction: float | None) -> int:
     """Index of the attempt to return: the best-scoring one that met both the drop limit and the measured budget
-    (within 3%); else the last one. A re-plan can overshoot the other way, so the last is not always the best."""
+    (not "slow" by _off_budget); else the last one. A re-plan can overshoot the other way, so the last is not
+    always the best."""
     def meets(a):
         if a.measured_ms is None or fraction is None or not a.speedup:
             return False
-        return a.drop_ok and 1.0 / a.speedup["median"] <= fraction * 1.03
+        return a.drop_ok and _off_budget(a.speedup, fraction) != "slow"
 
     good = [i for i, a in enumerate(attempts) if meets(a)]
     return max(good, key=lambda i: attempts[i].score) if good else len(attempts) - 1
+
+
+def _retimed_note(a) -> str:
+    return (f"; re-timed beside the other attempts: {a.first_speedup['median']:.2f}x -> {a.speedup['median']:.2f}x"
+            if a.first_speedup else "")
+
+
+def _retime_side_by_side(attempts, kept, dense_onnx, runtime: str, feeds, threads, rounds: int, iters: int, say) -> None:
+    """When two or more attempts kept the score (drop_ok), time them beside each other and the dense model in one
+    interleaved run; their speedups (and what is returned) become this run's, their own run's kept in first_speedup.
+
+    Why: each attempt was timed in its own run, minutes apart, and choosing between them compared two states of
+    the machine as much as two models (EfficientNet-Lite0 on OpenVINO at 1.5x asked: 1.68x, then a wider re-plan
+    measured 1.70x). The prediction stays the one made before any of it was measured."""
+    chosen = [i for i, a in enumerate(attempts) if a.drop_ok and a.speedup]
+    if len(chosen) < 2:
+        return
+    say(f"re-timing {len(chosen)} attempts side by side with the dense model on {runtime}")
+    results, speedups = _measure_against_dense(dense_onnx, [kept[i][1] for i in chosen], runtime, feeds, threads,
+                                               rounds, iters)
+    for i, result, spd in zip(chosen, results[1:], speedups):
+        a = attempts[i]
+        a.first_speedup, a.speedup, a.measured_ms = a.speedup, spd, result.stats.p50
+        a.predicted_ms = a.predicted_ratio * results[0].stats.p50
+        a.note += _retimed_note(a)
+        kept[i] = (kept[i][0], kept[i][1], [results[0], result])
 
 
 def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
@@ -290,12 +333,14 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         for o in lost[: max(1, len(lost) // 4)]:
             keep[o.name] = o.width
             frozen.add(o.name)
+    if measured:
+        _retime_side_by_side(attempts, kept, dense_onnx, runtime, feeds, threads, rounds, iters, say)
     best = _best_attempt(attempts, fraction if measured and macs_ratio is None else None)
     pruned, pruned_onnx, bench = kept[best]
     keep = dict(attempts[best].keep)
     if best != len(attempts) - 1:
         attempts[best].accepted = True
-        attempts[best].note = "returned: met the measured budget with the best score of the attempts"
+        attempts[best].note = "returned: met the measured budget with the best score of the attempts" + _retimed_note(attempts[best])
         attempts.append(attempts.pop(best))  # the returned attempt is the last one, as everywhere else
     last = attempts[-1]
     if not last.accepted:
