@@ -299,3 +299,25 @@ def test_attempts_that_kept_the_score_are_retimed_side_by_side(tmp_path):
     single = [Attempt({}, 1.0, 1.0, dict(old), 90, 1, True, "accepted", True, predicted_ratio=0.5)]
     _retime_side_by_side(single, [(None, wide, [])], dense, "onnxruntime", feeds, 1, 3, 12, said.append)
     assert single[0].speedup == old and len(said) == 1
+
+
+def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
+    from edgeprune.optimize.run import _scaled_keep
+    from edgeprune.planner import GroupOption
+
+    # a cut 16 of 64, b uncut, c cut 32 of 64; 1 ms per 8 kept units in every group
+    opts = [GroupOption(n, 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8, min_keep=8)
+            for n in "abc"]
+    total = lambda keep: 1e-3 * sum(keep.values()) / 8  # noqa: E731
+    keep = {"a": 48, "b": 64, "c": 32}
+    assert total(keep) == pytest.approx(18e-3)
+    # narrower: 16 ms of table cost = cuts x 1.33 (a 64-21 -> 40 on the step of 8, c 64-43 -> 24)
+    narrower = _scaled_keep(opts, keep, 16e-3, total)
+    assert narrower == {"a": 40, "b": 64, "c": 24} and total(narrower) <= 16e-3
+    # wider: 20 ms = cuts x 0.67 (a -> 56, c -> 40): the least cut within the cost
+    wider = _scaled_keep(opts, keep, 20e-3, total)
+    assert wider == {"a": 56, "b": 64, "c": 40} and total(wider) <= 20e-3
+    # below what scaling reaches (13 ms: c at its minimum of 8 when a is at 32, b uncut): None, plan afresh
+    assert _scaled_keep(opts, keep, 12.5e-3, total) is None
+    assert total(_scaled_keep(opts, keep, 13.01e-3, total)) == pytest.approx(13e-3)
+    assert _scaled_keep(opts, {"a": 64, "b": 64, "c": 64}, 16e-3, total) is None  # nothing cut: no direction
