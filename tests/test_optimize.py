@@ -229,6 +229,8 @@ def test_the_returned_attempt_met_the_budget_with_the_best_score():
     assert _best_attempt([attempt(1.6, 80), attempt(1.5, 95, ok=False)], fraction) == 0
     # nothing met the budget: the last one, as before
     assert _best_attempt([attempt(1.2, 80), attempt(1.3, 95)], fraction) == 1
+    # equal scores: the one nearest the budget (EfficientNet-Lite0/OpenVINO returned 1.79x over 1.66x at 12.5 each)
+    assert _best_attempt([attempt(1.38, 21.9), attempt(1.79, 12.5), attempt(1.66, 12.5)], fraction) == 2
 
 
 def test_off_budget_stands_inside_the_median_interval_within_ten_percent():

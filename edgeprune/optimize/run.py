@@ -176,7 +176,8 @@ def _best_attempt(attempts, fraction: float | None) -> int:
         return a.drop_ok and _off_budget(a.speedup, fraction) != "slow"
 
     good = [i for i, a in enumerate(attempts) if meets(a)]
-    return max(good, key=lambda i: attempts[i].score) if good else len(attempts) - 1
+    # equal scores (top-1 agreement moves in steps of one image): the least pruned, i.e. nearest the budget
+    return max(good, key=lambda i: (attempts[i].score, -attempts[i].speedup["median"])) if good else len(attempts) - 1
 
 
 def _retimed_note(a) -> str:
