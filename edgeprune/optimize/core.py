@@ -231,23 +231,25 @@ def _speedup_dict(s) -> dict[str, float]:
     return {k: v for k, v in dataclasses.asdict(s).items() if k not in ("baseline", "candidate")}
 
 
+def _compiled_sessions(labelled_paths: Sequence[tuple[str, Path]], runtime: str, feeds, threads):
+    """(label, compiled session, prepared inputs) per ONNX file: what benchmark_sessions times."""
+    from edgeprune.backends import BackendOptions, get_backend
+
+    out = []
+    for label, path in labelled_paths:
+        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
+        out.append((label, sess, sess.prepare_inputs(feeds)))
+    return out
+
+
 def _measure_against_dense(dense_onnx: Path, paths: Sequence[Path], runtime: str, feeds, threads, rounds: int,
                            iters: int):
     """BenchResults [dense, "optimized" per path] from one interleaved run, and each path's speedup dict."""
-    from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.bench import benchmark_sessions, compare
 
-    sessions = []
-    for label, path in [("dense", dense_onnx)] + [("optimized", p) for p in paths]:
-        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
-        sessions.append((label, sess, sess.prepare_inputs(feeds)))
+    sessions = _compiled_sessions([("dense", dense_onnx)] + [("optimized", p) for p in paths], runtime, feeds, threads)
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
     return results, [_speedup_dict(s) for s in compare(results)]
-
-
-def _measure_pair(dense_onnx: Path, pruned_onnx: Path, runtime: str, feeds, threads, rounds: int, iters: int):
-    results, (spd,) = _measure_against_dense(dense_onnx, [pruned_onnx], runtime, feeds, threads, rounds, iters)
-    return results, spd
 
 
 def _uniform_keep(groups, step_for, fraction: float) -> dict[str, int]:
@@ -268,7 +270,6 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     The anchors only need the right shapes, so they are pruned by magnitude without compensation (seconds).
     Fixed fractions, not placed at the budget: anchors at the budget's table cost (tried) sit close together, so
     anchor noise tilts the map; on MiniLM/ORT that run measured 1.60x for 1.3x asked against 1.32x with these."""
-    from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.bench import benchmark_sessions
     from edgeprune.export import export
     from edgeprune.latency import WholeModelFit
@@ -287,10 +288,8 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
         paths.append(work / f"anchor_{i}.onnx")
         export(anchor, example_inputs, paths[-1], input_names=names)
         keeps.append(keep)
-    backends, sessions = [], []
-    for i, path in enumerate(paths):
-        backends.append(get_backend(runtime, BackendOptions(threads=threads)).compile(path))
-        sessions.append((f"anchor{i}", backends[-1], backends[-1].prepare_inputs(feeds)))
+    sessions = _compiled_sessions([(f"anchor{i}", path) for i, path in enumerate(paths)], runtime, feeds, threads)
+    backends = [sess for _, sess, _ in sessions]
     # as many iterations as an attempt's measurement: every prediction stands on these three points (at half as
     # many, MiniLM/ORT's first plan once measured 1.65x for 2x asked, the anchors having timed 10 calls a round)
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)

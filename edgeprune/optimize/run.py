@@ -11,7 +11,7 @@ import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
-                                     _layer_costs, _measure_against_dense, _measure_pair, _outputs, _plan_groups,
+                                     _layer_costs, _measure_against_dense, _outputs, _plan_groups,
                                      _recover, _touches_convs, apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
@@ -336,7 +336,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         measured_ms, spd, bench = None, None, []
         if measured:
             say(f"measuring dense vs optimized on {runtime}")
-            bench, spd = _measure_pair(dense_onnx, pruned_onnx, runtime, feeds, threads, rounds, iters)
+            bench, (spd,) = _measure_against_dense(dense_onnx, [pruned_onnx], runtime, feeds, threads, rounds, iters)
             measured_ms = bench[1].stats.p50
             predicted = ratio * bench[0].stats.p50
         drop = score_dense - score
