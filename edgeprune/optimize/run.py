@@ -10,8 +10,8 @@ from typing import Any, Callable
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _fidelity, _joint_cost,
-                                     _layer_costs, _measure_against_dense, _outputs, _plan_groups,
+from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
+                                     _fidelity, _joint_cost, _layer_costs, _measure_against_dense, _outputs, _plan_groups,
                                      _recover, _touches_convs, apply_plan)
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
@@ -270,11 +270,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     dense_ms = None
     if measured:
         from edgeprune.bench import benchmark_sessions
-        from edgeprune.backends import BackendOptions, get_backend
 
-        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(dense_onnx)
-        dense_ms = benchmark_sessions([("dense", sess, sess.prepare_inputs(feeds))], warmup=10, iters=iters // 2,
-                                      rounds=rounds)[0].stats.p50
+        dense_ms = benchmark_sessions(_compiled_sessions([("dense", dense_onnx)], runtime, feeds, threads), warmup=10,
+                                      iters=iters // 2, rounds=rounds)[0].stats.p50
         layer_s, dense_cost = _rescale_to_now(groups, records, layer_s, dense_cost, runtime, threads, say)
         # (convs alone are expected to cost more than in the model: the anchors' context correction rescales them)
         if dense_cost > 1.1 * dense_ms / 1e3 and not _touches_convs(records):
