@@ -323,3 +323,6 @@ def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
     assert _scaled_keep(opts, keep, 12.5e-3, total) is None
     assert total(_scaled_keep(opts, keep, 13.01e-3, total)) == pytest.approx(13e-3)
     assert _scaled_keep(opts, {"a": 64, "b": 64, "c": 64}, 16e-3, total) is None  # nothing cut: no direction
+    # equal cuts snap together (a, c 48 -> 40 at once: 18 ms), so the rest of a 19 ms budget is filled by one group
+    filled = _scaled_keep(opts, {"a": 48, "b": 64, "c": 48}, 19e-3, total)
+    assert filled == {"a": 48, "b": 64, "c": 40} and total(filled) == pytest.approx(19e-3)

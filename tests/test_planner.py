@@ -6,7 +6,7 @@ import math
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.planner import GroupOption, Plan, build_plan, choose_pattern, plan_widths
+from edgeprune.planner import GroupOption, Plan, build_plan, choose_pattern, fill_budget, plan_widths
 
 
 def staircase(per_step_s: float, step: int):
@@ -104,3 +104,17 @@ def test_joint_total_stops_double_counting_shared_layers():
     assert joint(keep) >= 0.85 * budget  # the naive sum lands near 0.6 x 0.6 of dense here
     naive = plan_widths(gs, budget)
     assert joint(naive) < 0.8 * budget
+
+
+def test_fill_uses_the_budget_a_large_last_step_left():
+    # heads cost ~sqrt(k) (12 ms dense): per second saved the greedy's best head step is 12 -> 1 at once, and
+    # after ffn 64 -> 40 it lands at 8.5 ms for a 12 ms budget. The fill widens back while it fits: heads to
+    # 3 (6 ms) and ffn to 48 (6 ms), exactly the budget
+    heads = GroupOption("heads", 12, (1.0,) * 12, lambda k: 12e-3 * math.sqrt(k / 12))
+    ffn = GroupOption("ffn", 64, tuple(float(64 - i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
+    total = lambda k: heads.latency_s(k["heads"]) + ffn.latency_s(k["ffn"])  # noqa: E731
+    assert total({"heads": 1, "ffn": 40}) == pytest.approx(8.464e-3, abs=1e-6)  # where the greedy alone stops
+    keep = plan_widths([heads, ffn], 12e-3)
+    assert keep == {"heads": 3, "ffn": 48} and total(keep) == pytest.approx(12e-3)
+    assert fill_budget([heads, ffn], {"heads": 1, "ffn": 40}, 12e-3, total) == keep
+    assert fill_budget([heads, ffn], {"heads": 1, "ffn": 40}, 8.5e-3, total) == {"heads": 1, "ffn": 40}  # nothing fits

@@ -16,7 +16,7 @@ from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budg
 from edgeprune.optimize.attention import decide_attention, with_layers
 from edgeprune.optimize.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
-from edgeprune.planner import Plan, build_plan, choose_pattern
+from edgeprune.planner import Plan, build_plan, choose_pattern, fill_budget
 
 MEASURABLE = ("onnxruntime", "openvino")
 
@@ -113,7 +113,8 @@ def _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name,
 
 def _scaled_keep(options, keep: dict[str, int], target_raw: float, joint_total, steps: int = 40) -> dict[str, int] | None:
     """The measured plan with every group's cut scaled by one factor s (each width snapped to its allowed ones):
-    the least cut whose table cost (`joint_total`) is within target_raw; None if even the largest s misses it.
+    the least cut whose table cost (`joint_total`) is within target_raw, then filled up to it (groups with equal
+    cuts snap together, so the family is coarse); None if even the largest s misses it.
 
     Why not plan afresh: a plan that measured slower than its table cost is slow for its own widths, not for
     its cost level; a fresh plan at a lower cost is another allocation without that slowness, and every narrower
@@ -136,7 +137,7 @@ def _scaled_keep(options, keep: dict[str, int], target_raw: float, joint_total, 
     for _ in range(steps):  # the cost falls as s grows (widths snap monotonically)
         mid = (low + high) / 2
         low, high = (low, mid) if joint_total(at(mid)) <= target_raw else (mid, high)
-    return at(high)
+    return fill_budget(options, at(high), target_raw, joint_total)
 
 
 def _off_budget(spd: dict[str, float], fraction: float) -> str | None:
