@@ -143,15 +143,11 @@ def plan_widths(groups: Sequence[GroupOption], budget_s: float, fixed_s: float =
             return total_s(widths)
         return fixed_s + sum(by_name[n].latency_s(k) for n, k in widths.items())
 
-    def total() -> float:
-        return total_of(keep)
-
-    while total() > budget_s:
+    while total_of(keep) > budget_s:
         step = _best_step(groups, keep)
         if step is None:
-            floor = total()
-            full = {g.name: g.width for g in groups}
-            dense = total_s(full) if total_s is not None else fixed_s + sum(g.latency_s(g.width) for g in groups)
+            floor = total_of(keep)
+            dense = total_of({g.name: g.width for g in groups})
             raise ConfigError(f"the budget {budget_s * 1e3:.3f} ms is below what even the smallest allowed model reaches "
                               f"({floor * 1e3:.3f} ms predicted)",
                               hint=f"ask for at most {dense / floor:.2f}x "
