@@ -31,7 +31,7 @@ from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.cli_optimize import masked_embedding_fidelity  # noqa: E402
 from edgeprune.export import export  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
-from edgeprune.optimize import optimize  # noqa: E402
+from edgeprune.optimizer import optimize  # noqa: E402
 from edgeprune.pruning import StructuredConfig, prune  # noqa: E402
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]

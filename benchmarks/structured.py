@@ -168,7 +168,7 @@ def bench_effnet(args, tmp):
 def sensitivity_at_macs(model, ex, calib, mac_fraction):
     """edgeprune's allocation across groups (output sensitivity per MAC saved, as `optimize` plans it)
     under a MAC budget: the latency model without a device peak is MAC-proportional (relative)."""
-    from edgeprune.optimize import optimize
+    from edgeprune.optimizer import optimize
 
     res = optimize(model, ex, profile=None, runtime="onnxruntime", macs_ratio=mac_fraction, calib=calib[:64],
                    max_drop=100.0, input_names=["image"], model_name="EfficientNet-Lite0")
@@ -207,7 +207,7 @@ def bench_minilm(args, tmp):
         variants = {}
         t0 = time.perf_counter()
         if unit == "optimize":  # latency-aware widths per layer for ORT on this host, at a requested speedup
-            from edgeprune.optimize import optimize
+            from edgeprune.optimizer import optimize
 
             res = optimize(wrapped, ex, profile="host", runtime="onnxruntime", speedup=ratio, calib=calib, max_drop=100.0,
                            input_names=names, model_name="MiniLM-L6")

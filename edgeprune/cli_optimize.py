@@ -103,8 +103,8 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
                  importance, threads, sparse_attention, outdir, bundle_path):
     """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, validate, measure."""
     from edgeprune.models import load_model
-    from edgeprune.optimize import optimize
-    from edgeprune.optimize.output import write_outdir
+    from edgeprune.optimizer import optimize
+    from edgeprune.optimizer.output import write_outdir
 
     if speedup is None and latency_ms is None and macs_ratio is None:
         speedup = 1.5
@@ -151,7 +151,7 @@ def apply_cmd(plan_path, model, input_shapes, output):
     """Re-apply a saved (possibly edited) plan.json to MODEL and export the result, validated."""
     from edgeprune.export import export
     from edgeprune.models import load_model
-    from edgeprune.optimize import apply_plan
+    from edgeprune.optimizer import apply_plan
     from edgeprune.planner import Plan
 
     if not output.endswith(".onnx"):

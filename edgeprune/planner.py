@@ -66,7 +66,7 @@ class Plan:
     seed: int = 0
     importance: str = "numerical"
     version: int = PLAN_VERSION
-    # sparse-attention decision (edgeprune/optimize/attention.py); None: not considered
+    # sparse-attention decision (edgeprune/optimizer/attention.py); None: not considered
     attention: dict[str, Any] | None = None
 
     def keep(self) -> dict[str, int]:

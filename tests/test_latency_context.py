@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeprune.latency import LayerShape
-from edgeprune.optimize.context import (ContextCorrection, context_correction, conv_order, map_nodes, profile_layers,
+from edgeprune.optimizer.context import (ContextCorrection, context_correction, conv_order, map_nodes, profile_layers,
                                         weighted_nodes)
 from tests.test_pruning_models import make_concat, make_ir
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize import apply_plan, optimize
+from edgeprune.optimizer import apply_plan, optimize
 from edgeprune.planner import Plan
 
 
@@ -138,7 +138,7 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     from types import SimpleNamespace
 
     from edgeprune.latency import WholeModelFit
-    from edgeprune.optimize.run import _replan_if_off
+    from edgeprune.optimizer.run import _replan_if_off
     from edgeprune.planner import GroupOption, build_plan
 
     # one group of 64 units costing 1 ms per 8 kept; the table says the plan (48 kept) runs 6 ms = 0.67x of 9 ms
@@ -173,7 +173,7 @@ def test_a_replan_maps_through_the_measured_plans_not_the_uniform_anchors():
     from types import SimpleNamespace
 
     from edgeprune.latency import WholeModelFit
-    from edgeprune.optimize.run import _replan_if_off
+    from edgeprune.optimizer.run import _replan_if_off
     from edgeprune.planner import GroupOption, build_plan
 
     opt = GroupOption("g", 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
@@ -193,7 +193,7 @@ def test_a_replan_maps_through_the_measured_plans_not_the_uniform_anchors():
 
 
 def test_prediction_error_compares_ratios_to_dense_with_the_median_speedup():
-    from edgeprune.optimize.core import Attempt
+    from edgeprune.optimizer.core import Attempt
 
     # predicted 0.5 of dense; rounds say 2.2x (median) while pooled p50s (noisy dense) say 4.0 ms vs 10 ms
     a = Attempt({}, 5.0, 4.0, {"median": 2.2, "min": 1.9, "max": 3.0}, 90.0, 1.0, True, predicted_ratio=0.5)
@@ -203,7 +203,7 @@ def test_prediction_error_compares_ratios_to_dense_with_the_median_speedup():
 
 
 def test_a_replan_moves_at_most_twice_the_proportional_step():
-    from edgeprune.optimize.run import _bounded_step
+    from edgeprune.optimizer.run import _bounded_step
 
     # measured 0.6 of dense for 0.5 asked: proportional step 0.833, so the budget may fall to 0.694 of the plan's
     assert _bounded_step(10.0, 3.0, 0.5 / 0.6) == pytest.approx(10.0 * (0.5 / 0.6) ** 2)
@@ -214,8 +214,8 @@ def test_a_replan_moves_at_most_twice_the_proportional_step():
 
 
 def test_the_returned_attempt_met_the_budget_with_the_best_score():
-    from edgeprune.optimize.core import Attempt
-    from edgeprune.optimize.run import _best_attempt
+    from edgeprune.optimizer.core import Attempt
+    from edgeprune.optimizer.run import _best_attempt
 
     def attempt(speedup, score, ok=True):
         return Attempt({}, 1.0, 1.0, {"median": speedup}, score, 100 - score, ok, "", ok)
@@ -234,7 +234,7 @@ def test_the_returned_attempt_met_the_budget_with_the_best_score():
 
 
 def test_off_budget_stands_inside_the_median_interval_within_ten_percent():
-    from edgeprune.optimize.run import _off_budget
+    from edgeprune.optimizer.run import _off_budget
 
     fraction = 1 / 1.5
     assert _off_budget({"median": 1.47}, fraction) is None  # 2% slow: within 3%
@@ -251,8 +251,8 @@ def test_off_budget_stands_inside_the_median_interval_within_ten_percent():
 
 
 def test_best_attempt_counts_a_miss_inside_the_interval_as_met():
-    from edgeprune.optimize.core import Attempt
-    from edgeprune.optimize.run import _best_attempt
+    from edgeprune.optimizer.core import Attempt
+    from edgeprune.optimizer.run import _best_attempt
 
     noisy = Attempt({}, 1.0, 1.0, {"median": 1.40, "ci_low": 1.30, "ci_high": 1.55}, 95, 5, True, "", True)
     fast = Attempt({}, 1.0, 1.0, {"median": 1.70, "ci_low": 1.65, "ci_high": 1.75}, 80, 20, True, "", True)
@@ -276,8 +276,8 @@ def _attempt_files(tmp_path, widths):
 def test_attempts_that_kept_the_score_are_retimed_side_by_side(tmp_path):
     import numpy as np
 
-    from edgeprune.optimize.core import Attempt
-    from edgeprune.optimize.run import _retime_side_by_side
+    from edgeprune.optimizer.core import Attempt
+    from edgeprune.optimizer.run import _retime_side_by_side
 
     dense, wide, narrow, bad = _attempt_files(tmp_path, [512, 256, 64, 32])
     old = {"median": 9.0, "min": 9.0, "max": 9.0, "rounds": 3}
@@ -304,7 +304,7 @@ def test_attempts_that_kept_the_score_are_retimed_side_by_side(tmp_path):
 
 
 def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
-    from edgeprune.optimize.run import _scaled_keep
+    from edgeprune.optimizer.run import _scaled_keep
     from edgeprune.planner import GroupOption
 
     # a cut 16 of 64, b uncut, c cut 32 of 64; 1 ms per 8 kept units in every group

@@ -10,8 +10,8 @@ import torch
 from edgeprune.attention import AttentionSparsityConfig, attention_layers
 from edgeprune.attention.latency import AttentionShape, estimate_attention
 from edgeprune.errors import ConfigError
-from edgeprune.optimize import apply_plan, optimize
-from edgeprune.optimize.attention import PAYS, decide_attention
+from edgeprune.optimizer import apply_plan, optimize
+from edgeprune.optimizer.attention import PAYS, decide_attention
 from edgeprune.planner import Plan
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.optimize.shapes import group_layers, record_shapes, shapes_at
+from edgeprune.optimizer.shapes import group_layers, record_shapes, shapes_at
 from edgeprune.pruning.apply import find_groups
 from edgeprune.pruning.config import StructuredConfig
 

@@ -60,7 +60,7 @@ def weighted_nodes(onnx_path: str | Path) -> list[tuple[tuple[str, ...], tuple[i
 
 def conv_order(model: torch.nn.Module, example_inputs: tuple) -> list[tuple[str, tuple[int, ...]]]:
     """(module name, weight shape) of every Conv2d in forward-call order (record_shapes fills its dict in call order)."""
-    from edgeprune.optimize.shapes import record_shapes
+    from edgeprune.optimizer.shapes import record_shapes
 
     convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     return [(n, tuple(convs[n].weight.shape)) for n in record_shapes(model, convs, example_inputs) if n in convs]

@@ -10,11 +10,11 @@ from typing import Any, Callable
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimize.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
+from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
                                      _fidelity, _joint_cost, _layer_costs, _measure_against_dense, _outputs, _plan_groups,
                                      _recover, _touches_convs, apply_plan)
-from edgeprune.optimize.attention import decide_attention, with_layers
-from edgeprune.optimize.shapes import group_layers, record_shapes
+from edgeprune.optimizer.attention import decide_attention, with_layers
+from edgeprune.optimizer.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
 from edgeprune.planner import Plan, build_plan, choose_pattern, fill_budget
 

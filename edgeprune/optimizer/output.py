@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune._io import atomic_dir
-from edgeprune.optimize.core import OptimizeResult
+from edgeprune.optimizer.core import OptimizeResult
 
 
 def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.latency import LayerShape, measure_layers, roofline_for
-from edgeprune.optimize.shapes import group_latency_fn, shapes_at
+from edgeprune.optimizer.shapes import group_latency_fn, shapes_at
 from edgeprune.planner import Plan
 
 
@@ -169,7 +169,7 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
     """GroupOptions with importance scores (on the dense model), latency curves and, for
     allocation="sensitivity", the measured output error of pruning each group alone."""
     from edgeprune.backends.pt import _flatten
-    from edgeprune.optimize.sensitivity import SensitiveOption, group_errors
+    from edgeprune.optimizer.sensitivity import SensitiveOption, group_errors
     from edgeprune.pruning import importance as imp
     from edgeprune.pruning.stats import capture
 
@@ -198,7 +198,7 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
 def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, compensate: bool = True) -> torch.nn.Module:
     """Prune `model` to the plan's kept widths (deterministic: same plan, model and calib -> same weights), then
     give it the plan's sparse attention, if any (on the heads pruning left)."""
-    from edgeprune.optimize.attention import apply_attention
+    from edgeprune.optimizer.attention import apply_attention
     from edgeprune.pruning import StructuredConfig, prune
 
     ratios = plan.per_layer_ratios()
@@ -273,7 +273,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     from edgeprune.bench import benchmark_sessions
     from edgeprune.export import export
     from edgeprune.latency import WholeModelFit
-    from edgeprune.optimize.context import context_correction
+    from edgeprune.optimizer.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune
 
     keeps: list[dict[str, int]] = [{}]
