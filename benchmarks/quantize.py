@@ -32,7 +32,7 @@ from benchmarks import zoo  # noqa: E402  (real models and data sets)
 
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.bench import benchmark_sessions, speedup  # noqa: E402
-from edgeprune.calibration import CalibrationData  # noqa: E402
+from edgeprune.data import CalibrationData  # noqa: E402
 from edgeprune.export import export  # noqa: E402
 from edgeprune.models import LoadedModel, builtin_path, load_model  # noqa: E402
 from edgeprune.quantize import quantize  # noqa: E402
@@ -124,7 +124,7 @@ def _size_mb(path: Path) -> float:
 def minilm_bench(args, tmp: Path):
     texts, labels, source = texts_and_labels()
     loaded = load_model("minilm", seq_len=SEQ)
-    from edgeprune.calibration import load_tokenizer
+    from edgeprune.data import load_tokenizer
 
     tokenizer = load_tokenizer(builtin_path("minilm"))
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ Public API (imported lazily so `import edgeprune` pulls in no runtime):
     ep.load_model(spec)              model specs: module:factory, file.py:factory, HF folder, .pt2, .onnx
     ep.export(model, inputs, path)   validated ONNX export (and OpenVINO IR)
     ep.benchmark(model_or_path, backend=...)  latency statistics on a real runtime
+    ep.optimize(model, inputs, OptimizeConfig(...), calib=..., train=..., evaluate=...)  the whole job
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ _LAZY = {
     "sparsify_attention": "edgeprune.attention",
     "AttentionSparsityConfig": "edgeprune.attention",
     "get_backend": "edgeprune.backends",
+    "optimize": "edgeprune.optimizer",
+    "OptimizeConfig": "edgeprune.optimizer",
+    "OptimizeResult": "edgeprune.optimizer",
+    "CalibrationData": "edgeprune.data",
     "BackendOptions": "edgeprune.backends",
 }
 

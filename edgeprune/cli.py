@@ -1,6 +1,7 @@
 """`edgeprune` command line. Every user error: one line with the fix, exit 2; traceback only with --debug."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -8,10 +9,20 @@ import click
 from edgeprune.errors import EdgepruneError
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `with atomic_dir(...)` unwinds and deletes its temp copy."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a real subprocess in the tests
+    raise Terminated()
+
+
 class _Group(click.Group):
-    """Turns EdgepruneError into one line on stderr and exit 2 (unless --debug)."""
+    """Turns EdgepruneError into one line on stderr and exit 2 (unless --debug); Ctrl-C into exit 130 and SIGTERM
+    into 143, each with one line, after the atomic writers have removed their partial output."""
 
     def invoke(self, ctx: click.Context):
+        signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
         except EdgepruneError as err:
@@ -19,6 +30,14 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("interrupted (Ctrl-C): no partial output was written; an interrupted recovery resumes with --resume OUTDIR",
+                       err=True)
+            ctx.exit(130)
+        except Terminated:
+            click.echo("terminated (SIGTERM): no partial output was written; an interrupted recovery resumes with --resume OUTDIR",
+                       err=True)
+            ctx.exit(143)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

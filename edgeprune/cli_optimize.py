@@ -1,57 +1,37 @@
 """`edgeprune optimize` and `edgeprune apply`.
 
-With no arguments, `optimize` makes the packaged MiniLM-L6 1.5x faster on this machine's ONNX Runtime,
-calibrating on sentences from the model's own card (shipped in the package) and scoring fidelity on
-held-out ones, then prints the before/after table.
+With no arguments, `optimize` makes the packaged MiniLM-L6 faster on this machine's ONNX Runtime, calibrating
+and recovering on Rotten Tomatoes snippets shipped in the package and scoring 10-nearest-neighbour overlap with
+the dense model on held-out ones, then prints the before/after table and the score after each recovery stage.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from edgeprune.cli_run import console, err_console, input_shape_option
+from edgeprune.data.cli import data_options, read_data_options
 from edgeprune.errors import ConfigError
+from edgeprune.metrics import METRICS as METRIC_NAMES
+from edgeprune.optimizer.config import DEFAULT_SPEEDUP
+from edgeprune.recover.config import RecoverConfig
 
 
-def minilm_texts() -> list[str]:
-    """Real English sentences that ship with the packaged MiniLM (its model card)."""
+def default_data(loaded):
+    """The embedded default's data: Rotten Tomatoes snippets shipped in the package (edgeprune/datasets), tokenized
+    by the packaged MiniLM's tokenizer: calib 256, train 2,744 and eval 500 snippets, disjoint by construction."""
+    from edgeprune.data import CalibrationData
+    from edgeprune.datasets import rotten_tomatoes
     from edgeprune.models import builtin_path
 
-    text = (builtin_path("minilm") / "README.md").read_text(encoding="utf-8")
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.split()) >= 5]
-
-
-def minilm_batches(texts: list[str], batch: int = 8, seq_len: int = 128) -> list[tuple]:
-    from transformers import AutoTokenizer
-
-    from edgeprune.models import builtin_path
-
-    tok = AutoTokenizer.from_pretrained(str(builtin_path("minilm")), local_files_only=True)
     out = []
-    for i in range(0, len(texts), batch):
-        enc = tok(texts[i:i + batch], padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
-        out.append((enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+    for split in ("calib", "train", "eval"):
+        texts, labels = rotten_tomatoes(split)
+        out.append(CalibrationData.from_texts(texts, builtin_path("minilm"), labels=labels, seq_len=128,
+                                              source=f"rotten_tomatoes:{split}", input_names=loaded.input_names))
     return out
-
-
-def masked_embedding_fidelity(dense, eval_batches):
-    """evaluate(model) for encoders: 100 x mean cosine of mask-aware mean-pooled embeddings vs dense."""
-    import torch
-
-    def pooled(model):
-        outs = []
-        with torch.no_grad():
-            for ids, mask, types in eval_batches:
-                h = model(ids, mask, types)
-                m = mask.unsqueeze(-1).to(h.dtype)
-                outs.append((h * m).sum(1) / m.sum(1).clamp_min(1))
-        return torch.cat(outs)
-
-    ref = pooled(dense)
-    return lambda model: float(100 * torch.nn.functional.cosine_similarity(pooled(model), ref, dim=-1).mean())
 
 
 def _load_eval(spec: str | None):
@@ -66,7 +46,8 @@ def _summary_table(result) -> Table:
     table = Table(title=f"edgeprune optimize: {result.plan.model} on {result.runtime} ({result.profile})",
                   caption="predicted ms = the latency model's ratio x the dense model timed in the same rounds"
                   if result.bench else "predicted ms: latency model only (not measured)")
-    for col in ("", "latency p50 ms", "latency p90 ms", "speedup (rounds min-max)", "predicted ms", "MACs (M)", "params (M)", "score"):
+    for col in ("", "latency p50 ms", "latency p90 ms", "speedup (rounds min-max)", "predicted ms", "MACs (M)", "params (M)",
+                f"{result.metric} (held-out)"):
         table.add_column(col, justify="right")
     c = result.counts
     dense, opt = (result.bench + [None, None])[:2]
@@ -85,13 +66,22 @@ def _summary_table(result) -> Table:
 @click.argument("model", required=False, default="minilm")
 @click.option("--profile", default="host", show_default=True, help="Device profile name, 'host', or a YAML file.")
 @click.option("--runtime", help="Runtime to optimize for (default: the profile's first installed one).")
-@click.option("--speedup", type=float, help="Target speedup over the dense model (default 1.5).")
+@click.option("--speedup", type=float, help=f"Target speedup over the dense model (default {DEFAULT_SPEEDUP}).")
 @click.option("--latency-ms", type=float, help="Target p50 latency in ms instead of --speedup.")
 @click.option("--macs-ratio", type=float, help="Target MACs fraction instead of --speedup.")
 @input_shape_option
+@data_options
+@click.option("--metric", type=click.Choice(sorted(METRIC_NAMES)),
+              help="Held-out metric (default: by the model's head: classifier agreement, embeddings neighbours, LM perplexity).")
 @click.option("--eval", "eval_spec", help="module:fn or file.py:fn; fn(model) -> score in points (higher is better).")
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Largest score drop accepted (points).")
-@click.option("--recover-steps", default=0, show_default=True, type=int, help="Distillation steps after pruning.")
+@click.option("--max-drop", type=float, help="Largest metric drop accepted (points; perplexity: ppl). Default 1.0.")
+@click.option("--recover", "recover_mode", type=click.Choice(["auto", "off", "bn", "distill"]), default="auto", show_default=True,
+              help="auto: BN re-estimation, then block-local + end-to-end distillation while the drop exceeds --max-drop.")
+@click.option("--recover-minutes", type=float, default=RecoverConfig.minutes, show_default=True,
+              help="Wall-clock budget of distillation per attempt.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Resume the interrupted recovery of OUTDIR (its checkpoint is OUTDIR.recover).")
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--importance", default="numerical", show_default=True)
 @click.option("--threads", type=int)
 @click.option("--sparse-attention", "sparse_attention", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
@@ -99,47 +89,74 @@ def _summary_table(result) -> Table:
 @click.option("-o", "--output", "outdir", default="edgeprune-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False),
               help="Also pack OUTDIR into a deployable NAME.tar.gz (see `edgeprune bundle`).")
-def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, eval_spec, max_drop, recover_steps,
-                 importance, threads, sparse_attention, outdir, bundle_path):
-    """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, validate, measure."""
-    from edgeprune.models import load_model
-    from edgeprune.optimizer import optimize
-    from edgeprune.optimizer.output import write_outdir
+def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, calib, train, eval_data, image_size,
+                 metric, eval_spec, max_drop, recover_mode, recover_minutes, resume_dir, seed, importance, threads,
+                 sparse_attention, outdir, bundle_path):
+    """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, recover, verify, measure."""
+    import shutil
 
-    if speedup is None and latency_ms is None and macs_ratio is None:
-        speedup = 1.5
+    from edgeprune.models import load_model
+    from edgeprune.optimizer import OptimizeConfig, optimize
+
     if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
         raise ConfigError(f"--bundle {bundle_path} must end in .tar.gz", hint="e.g. --bundle model.tar.gz")
+    if resume_dir:
+        outdir = resume_dir
+    checkpoint_dir = Path(str(Path(outdir)) + ".recover")
+    if resume_dir and not checkpoint_dir.is_dir():
+        raise ConfigError(f"--resume {resume_dir}: no interrupted recovery there ({checkpoint_dir} is missing)",
+                          hint="resume the -o folder of a run that was stopped during recovery")
     evaluate = _load_eval(eval_spec)
     loaded = load_model(model, input_shapes)
     if loaded.module is None:
         raise ConfigError(f"{model} is ONNX; optimize needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
-    calib = eval_inputs = None
-    if model == "minilm":
-        texts = minilm_texts()
-        calib, eval_inputs = minilm_batches(texts[:48]), minilm_batches(texts[48:])
-        evaluate = evaluate or masked_embedding_fidelity(loaded.module, eval_inputs)
+    sets = read_data_options(loaded, calib, train, eval_data, image_size)
+    if model == "minilm" and calib is None and train is None and eval_data is None:
+        sets = default_data(loaded)
+    recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, seed=seed, checkpoint_dir=checkpoint_dir,
+                            resume=bool(resume_dir))
+    config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=profile, runtime=runtime,
+                            metric=metric, max_drop=1.0 if max_drop is None else max_drop, recover=recover,
+                            importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     with err_console.status("optimizing") as status:
-        result = optimize(loaded.module, loaded.example_inputs, profile=profile, runtime=runtime, speedup=speedup,
-                          latency_ms=latency_ms, macs_ratio=macs_ratio, calib=calib, eval_inputs=eval_inputs,
-                          evaluate=evaluate, max_drop=max_drop, recover_steps=recover_steps, importance=importance,
-                          threads=threads, input_names=loaded.input_names, model_name=loaded.name, attention=sparse_attention,
+        result = optimize(loaded.module, loaded.example_inputs, config, calib=sets[0], train=sets[1], eval_data=sets[2],
+                          evaluate=evaluate, input_names=loaded.input_names, model_name=loaded.name,
                           progress=lambda msg: status.update(msg))
         status.update("writing the output folder")
-        write_outdir(result, outdir, loaded.name)
+        result.save(outdir)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run finished: nothing left to resume
         if bundle_path:
             from edgeprune.bundle import build_bundle
 
             status.update("packing the bundle")
             build_bundle(outdir, bundle_path, name=loaded.name)
+    _print_result(result, outdir)
+
+
+def _print_result(result, outdir) -> None:
     console.print(_summary_table(result))
+    for line in recovery_lines(result):
+        console.print(line)
     last = result.attempts[-1]
+    met = "met" if last.accepted else "not met"
     console.print(f"{len(result.attempts)} attempt(s); last: {last.note}. Prediction error "
                   f"{'%+.1f%%' % (100 * result.prediction_error) if result.prediction_error is not None else 'n/a'}. "
                   f"Wall time {result.seconds:.0f} s. Output: {outdir}/ (plan.json, model.onnx, model.xml, report.json, report.html)")
     attn = result.plan.attention
     if attn:
         console.print(f"sparse attention {'applied' if attn['applied'] else 'not applied'}: {attn['reason']}")
+    console.print(f"targets {met}: speedup and {result.metric} drop <= max_drop on held-out data")
+
+
+def recovery_lines(result) -> list[str]:
+    """One line per recovery stage of the returned attempt: held-out score and minutes."""
+    rec = result.attempts[-1].recovery if result.attempts else None
+    if not rec:
+        return []
+    parts = [f"{s['stage']} {s['score']:.2f} ({s['seconds'] / 60:.1f} min{', ' + str(s['steps']) + ' steps' if s['steps'] else ''})"
+             for s in rec["stages"]]
+    return [f"recovery ({result.metric} on held-out data, dense {result.score_dense:.2f}): " + " -> ".join(parts)
+            + f"; stopped: {rec['stopped']}"]
 
 
 @click.command("apply")
@@ -160,7 +177,7 @@ def apply_cmd(plan_path, model, input_shapes, output):
         raise ConfigError(f"plan not found: {plan_path}", hint="pass the plan.json written by `edgeprune optimize`")
     plan = Plan.from_json(Path(plan_path).read_text(), where=plan_path)
     loaded = load_model(model, input_shapes)
-    calib = minilm_batches(minilm_texts()[:48]) if model == "minilm" else None
+    calib = default_data(loaded)[0] if model == "minilm" else None
     pruned = apply_plan(plan, loaded.module, loaded.example_inputs, calib=calib)
     report = export(pruned, loaded.example_inputs, output, input_names=loaded.input_names)
     sparse = " and sparse attention" if plan.attention and plan.attention.get("applied") else ""

@@ -1,33 +1,21 @@
 """`edgeprune prune` (structured pruning) CLI commands."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from edgeprune.errors import ConfigError
 
 
-def load_calib(path: str, input_names: list[str]):
-    """Calibration inputs from .pt/.pth (tensor, tuple or list of tuples), .npy (one array) or .npz (by input name)."""
-    import numpy as np
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"calibration file not found: {p}", hint="pass a .pt, .npy or .npz file")
-    try:
-        if p.suffix in (".pt", ".pth"):
-            return torch.load(p, weights_only=True)
-        if p.suffix == ".npy":
-            return torch.from_numpy(np.load(p))
-        if p.suffix == ".npz":
-            data = np.load(p)
-            keys = [n for n in input_names if n in data.files] or list(data.files)
-            return tuple(torch.from_numpy(data[k]) for k in keys)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"cannot read calibration data {p}: {err}", hint="save it with torch.save or numpy.save") from err
-    raise ConfigError(f"calibration file {p} must be .pt, .pth, .npy or .npz", hint="e.g. torch.save((input_ids, mask), 'calib.pt')")
+def _check_options(output: str, onnx_path: str | None, ov_path: str | None, importance: str) -> None:
+    """Refuse bad output paths and a CLI-impossible importance before any work is done."""
+    if not output.endswith(".pt2"):
+        raise ConfigError(f"--output {output} must end in .pt2", hint="e.g. -o pruned.pt2")
+    if onnx_path and not onnx_path.endswith(".onnx"):
+        raise ConfigError(f"--export {onnx_path} must end in .onnx", hint="e.g. --export pruned.onnx")
+    if ov_path and (not onnx_path or not ov_path.endswith(".xml")):
+        raise ConfigError("--openvino needs --export and a path ending in .xml", hint="--export m.onnx --openvino m.xml")
+    if importance == "taylor":
+        raise ConfigError("importance 'taylor' needs a loss function", hint="use the Python API: prune(..., loss_fn=...)")
 
 
 @click.command("prune")
@@ -38,8 +26,13 @@ def load_calib(path: str, input_names: list[str]):
 @click.option("--importance", default="numerical", show_default=True,
               help="numerical | magnitude | l1 | l2 | wanda | random (taylor needs a loss: Python API).")
 @click.option("--scope", default="local", show_default=True, type=click.Choice(["local", "global"]))
-@click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="Calibration inputs (.pt/.npy/.npz); default: example inputs.")
-@click.option("--n-calib", default=128, show_default=True, type=int, help="Calibration samples used.")
+@click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
+              help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), "
+                   ".npy/.npz or .pt; default: the example inputs.")
+@click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
+              help="Held-out data (same forms as --calib, sharing nothing with it): the pruned model is scored "
+                   "against the dense one on it.")
+@click.option("--n-calib", default=128, show_default=True, type=int, help="Calibration (and eval) samples used.")
 @click.option("--no-compensate", is_flag=True, help="Skip the least-squares refit of consumer layers.")
 @click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
 @click.option("--profile", "profile_name", help="Device profile whose channel multiple kept widths are rounded to.")
@@ -48,8 +41,8 @@ def load_calib(path: str, input_names: list[str]):
 @click.option("--seq-len", default=128, show_default=True, type=int, help="Sequence length of HF example inputs.")
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
 @click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write validated OpenVINO IR (needs --export).")
-def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, n_calib, no_compensate, round_to, profile_name,
-              ignore, input_shapes, seq_len, onnx_path, ov_path):
+def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, n_calib, no_compensate, round_to,
+              profile_name, ignore, input_shapes, seq_len, onnx_path, ov_path):
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
@@ -58,17 +51,11 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, n_calib
     from edgeprune._io import atomic_path
     from edgeprune.cli_run import console, stage
     from edgeprune.counting import count
+    from edgeprune.data.cli import ReadOptions, held_out_score, read_sets
     from edgeprune.models import load_model
     from edgeprune.pruning import StructuredConfig, prune
 
-    if not output.endswith(".pt2"):
-        raise ConfigError(f"--output {output} must end in .pt2", hint="e.g. -o pruned.pt2")
-    if onnx_path and not onnx_path.endswith(".onnx"):
-        raise ConfigError(f"--export {onnx_path} must end in .onnx", hint="e.g. --export pruned.onnx")
-    if ov_path and (not onnx_path or not ov_path.endswith(".xml")):
-        raise ConfigError("--openvino needs --export and a path ending in .xml", hint="--export m.onnx --openvino m.xml")
-    if importance == "taylor":
-        raise ConfigError("importance 'taylor' needs a loss function", hint="use the Python API: prune(..., loss_fn=...)")
+    _check_options(output, onnx_path, ov_path, importance)
     profile = None
     if profile_name:
         from edgeprune.profiles import load_profile
@@ -80,7 +67,8 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, n_calib
         loaded = load_model(model, input_shapes, seq_len=seq_len)
     if loaded.module is None:
         raise ConfigError(f"{model} is ONNX; pruning needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
-    calib = load_calib(calib_path, loaded.input_names) if calib_path else None
+    with stage("reading data"):
+        calib, _, held_out = read_sets(loaded, ReadOptions(n=n_calib, seq_len=seq_len), calib=calib_path, eval_data=eval_path)
     before = count(loaded.module, loaded.example_inputs)
     t0 = time.perf_counter()
     with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
@@ -99,6 +87,8 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, n_calib
             torch.export.save(program, str(tmp))
     console.print(f"pruned {loaded.name} in {seconds:.1f} s: MACs {before.macs / 1e6:.1f}M -> {after.macs / 1e6:.1f}M "
                   f"({after.macs / max(before.macs, 1):.1%}), params {before.params / 1e6:.2f}M -> {after.params / 1e6:.2f}M; wrote {output}")
+    if held_out is not None:
+        console.print(held_out_score(loaded.module, pruned, held_out).line())
     if onnx_path:
         from edgeprune.export import export, export_openvino, torch_outputs
 

@@ -26,27 +26,14 @@ def _profile(name: str | None):
     return load_profile(name)
 
 
-def _image_preprocess(model_onnx, crop, resize, mean, std, layout):
-    """Image settings: the model's static spatial dims decide the crop unless --crop is given."""
-    from edgeprune.calibration import ImagePreprocess, onnx_input_specs
-
-    spec = next((s for s in onnx_input_specs(model_onnx) if s.dtype.startswith("float")), None)
-    if crop is None and spec is not None and len(spec.shape) == 4:
-        dims = spec.shape[2:] if layout.upper() == "NCHW" else spec.shape[1:3]
-        crop = next((d for d in dims if isinstance(d, int) and d > 0), None)
-    kwargs = {"crop": crop or 224, "resize": resize, "layout": layout}
-    if mean:
-        kwargs["mean"] = mean
-    if std:
-        kwargs["std"] = std
-    return ImagePreprocess(**kwargs), (spec.name if spec else "input")
-
-
 @click.command("quantize")
 @click.argument("model")
 @click.option("-b", "--backend", required=True, type=click.Choice(["onnxruntime", "openvino", "tensorrt", "ort", "ov", "trt"]),
               help="Runtime the artifact is for.")
-@click.option("--calib", "calib_path", type=click.Path(), help="Calibration data: a folder of images, a .txt of lines, a .npy/.npz.")
+@click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
+              help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), .npy/.npz, .pt.")
+@click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
+              help="Held-out data (sharing nothing with --calib) the artifact is validated on (default: 16 calibration samples).")
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), help="Default: from --profile, else int8.")
 @click.option("--profile", "profile_name", help="Device profile that decides the default precision.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=".onnx (onnxruntime/tensorrt) or .xml (openvino).")
@@ -66,16 +53,15 @@ def _image_preprocess(model_onnx, crop, resize, mean, std, layout):
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True)
 @click.option("--min-cosine", type=float, help="Fail (exit 2) if any output's cosine to FP32 is below this.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the quantization report as JSON.")
-def quantize_cmd(model, backend, calib_path, precision, profile_name, output, input_shapes, samples, seed, method, dynamic,
-                 weights_only, seq_len, crop, resize, mean, std, layout, min_cosine, json_path):
+def quantize_cmd(model, backend, calib_path, eval_path, precision, profile_name, output, input_shapes, samples, seed, method,
+                 dynamic, weights_only, seq_len, crop, resize, mean, std, layout, min_cosine, json_path):
     """Quantize MODEL (spec, HF folder, minilm, or .onnx) to INT8 or FP16 for a runtime, validated against FP32."""
     import json
     import tempfile
     from pathlib import Path
 
     from edgeprune._io import write_text_atomic
-    from edgeprune.calibration import CalibrationData
-    from edgeprune.models import BUILTIN_MODELS, builtin_path
+    from edgeprune.data.cli import ReadOptions, read_sets
     from edgeprune.quantize import _check, default_precision, quantize, to_onnx
 
     profile = _profile(profile_name)
@@ -104,22 +90,22 @@ def quantize_cmd(model, backend, calib_path, precision, profile_name, output, in
     with tempfile.TemporaryDirectory(prefix="edgeprune-quantize-") as tmp:
         with stage(f"loading and exporting {model} (validated)"):
             onnx_path, loaded = to_onnx(model, Path(tmp), None, input_shapes)
-        calib = None
-        if calib_path:
-            path = Path(calib_path)
-            tokenizer = builtin_path(model) if model in BUILTIN_MODELS else (Path(model) if Path(model).is_dir() else None)
-            preprocess, image_input = _image_preprocess(onnx_path, crop, resize, _floats(mean, "--mean"), _floats(std, "--std"), layout)
-            with stage(f"reading calibration data {path}"):
-                calib = CalibrationData.load(path, n=samples, seed=seed, preprocess=preprocess, tokenizer=tokenizer,
-                                             seq_len=seq_len, input_names=[image_input])
+        options = ReadOptions(n=samples, seed=seed, seq_len=seq_len, crop=crop, resize=resize, mean=_floats(mean, "--mean"),
+                              std=_floats(std, "--std"), layout=layout)
+        with stage("reading data"):
+            # a torch model's spec (minilm, a HF folder) also says where its tokenizer is; an .onnx file its own folder
+            calib, _, held_out = read_sets(loaded if loaded is not None else onnx_path, options, calib=calib_path,
+                                           eval_data=eval_path)
         with stage(f"quantizing for {backend} ({precision}) and validating"):
-            result = quantize(onnx_path, backend, calib, precision, output, config=config)
+            result = quantize(onnx_path, backend, calib, precision, output, config=config, validate_data=held_out)
     console.print(f"wrote {result.path} ({backend}, {precision}): {result.bytes / 1e6:.2f} MB (fp32 {result.fp32_bytes / 1e6:.2f} MB), "
                   f"{result.seconds:.1f} s")
     for check in result.checks:
         console.print(f"  {check.name} {check.shape}: cosine {check.cosine:.5f} vs fp32, max abs diff {check.max_abs_diff:.3g}")
     if result.top1_agreement is not None:
         console.print(f"  top-1 agreement with fp32: {100 * result.top1_agreement:.1f}%")
+    if "validated_on" in result.details:
+        console.print(f"  validated on {result.details['validated_on']['samples']} held-out samples")
     if json_path:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2, default=str))
     if min_cosine is not None and result.min_cosine < min_cosine:

@@ -10,25 +10,34 @@ from edgeprune.cli_run import console, input_shape_option, stage
 from edgeprune.errors import ConfigError
 
 
-def _calibration(loaded, calib_path: str | None, samples: int):
-    """Calibration inputs: a torch.save'd file, or synthetic inputs shaped like the example inputs (said in the report)."""
-    import torch
-
+def _synthetic(loaded, samples: int):
+    """Calibration samples shaped like the example inputs (said in the report): a stand-in without --calib."""
+    from edgeprune.data import as_data
     from edgeprune.models import InputSpec
 
-    if calib_path:
-        if not Path(calib_path).is_file():
-            raise ConfigError(f"calibration file not found: {calib_path}", hint="torch.save a tensor, tuple or list of input tuples")
-        try:
-            return torch.load(calib_path, weights_only=True), None
-        except Exception as err:  # any unpickling failure is a bad file for the user
-            raise ConfigError(f"cannot read calibration file {calib_path}: {type(err).__name__}: {err}") from err
     tensors = []
     for i, (name, t) in enumerate(zip(loaded.input_names, loaded.example_inputs)):
         dtype = str(t.dtype).replace("torch.", "")
         spec = InputSpec(name, (samples, *t.shape[1:]), "int64" if dtype == "int64" else "float32" if t.is_floating_point() else dtype)
         tensors.append(spec.make(seed=100 + i).to(t.dtype))
-    return tuple(tensors), f"calibrated on {samples} synthetic samples shaped like the example inputs (pass --calib for real data)"
+    note = f"calibrated on {samples} synthetic samples shaped like the example inputs (pass --calib for real data)"
+    return as_data(tuple(tensors), input_names=loaded.input_names), note
+
+
+def _data(loaded, method: str, allocation: str, paths: dict, samples: int | None):
+    """(calib, train, eval, note): the files given (eval disjoint from the others), synthetic calib when needed."""
+    from edgeprune.data import DEFAULT_SAMPLES
+    from edgeprune.data.cli import ReadOptions, read_sets
+
+    if paths["train"] and allocation != "learned":
+        raise ConfigError("--train feeds the learned allocation only", hint="add --allocation learned, or drop --train")
+    with stage("reading data"):
+        calib, train, held_out = read_sets(loaded, ReadOptions(n=samples or DEFAULT_SAMPLES), **paths)
+    note = None
+    needs_calib = method != "magnitude" or (allocation == "learned" and train is None)
+    if calib is None and needs_calib:
+        calib, note = _synthetic(loaded, samples or 32)
+    return calib, train, held_out, note
 
 
 def _load_profile(name: str | None):
@@ -49,8 +58,15 @@ def _load_profile(name: str | None):
 @click.option("--allocation", type=click.Choice(["uniform", "learned"]), default="uniform", show_default=True)
 @click.option("--ignore", multiple=True, metavar="GLOB", help="Module names to leave dense (repeat), e.g. '*.pooler.*'.")
 @click.option("--skip-incompatible", is_flag=True, help="Leave layers the pattern cannot tile dense instead of failing.")
-@click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="torch.save'd calibration inputs.")
-@click.option("--calib-samples", default=32, show_default=True, type=int, help="Synthetic calibration samples without --calib.")
+@click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
+              help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), .npy/.npz or "
+                   "a torch.save'd .pt; default: synthetic samples shaped like the example inputs.")
+@click.option("--train", "train_path", type=click.Path(), metavar="DATA",
+              help="Samples the learned allocation trains on (--allocation learned; default: the calibration data).")
+@click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
+              help="Held-out data sharing nothing with --calib/--train: the sparse model is scored against the dense one.")
+@click.option("--calib-samples", type=int,
+              help="Samples drawn from each DATA (default 128), or synthesized without --calib (default 32).")
 @input_shape_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the sparse model as a torch.export .pt2.")
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Write validated ONNX and re-check the pattern in it.")
@@ -59,8 +75,8 @@ def _load_profile(name: str | None):
 @click.option("--profile", "profile_name", help="Device profile for the per-runtime verdicts (default: this host).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the per-layer report as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the per-layer report as Markdown.")
-def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_incompatible, calib_path, calib_samples, input_shapes,
-                 output, onnx_path, precision, profile_name, json_path, md_path):
+def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_incompatible, calib_path, train_path, eval_path,
+                 calib_samples, input_shapes, output, onnx_path, precision, profile_name, json_path, md_path):
     """Sparsify MODEL's Linear/Conv weights with a pattern; report per layer whether each runtime accelerates it."""
     from edgeprune._io import atomic_path, write_text_atomic
     from edgeprune.models import load_model
@@ -70,7 +86,7 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
                                (md_path, ".md", "--markdown")):
         if path and not path.endswith(suffix):
             raise ConfigError(f"{flag} {path} must end in {suffix}", hint=f"e.g. {flag} model{suffix}")
-    if calib_samples < 1:
+    if calib_samples is not None and calib_samples < 1:
         raise ConfigError(f"--calib-samples must be >= 1, got {calib_samples}")
     cfg = SparsityConfig(pattern=pattern, method=method, sparsity=sparsity, allocation=allocation, ignore=tuple(ignore),
                          on_incompatible="skip" if skip_incompatible else "error")
@@ -79,11 +95,16 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
         loaded = load_model(model, input_shapes)
     if loaded.module is None:
         raise ConfigError(f"{model} is ONNX; sparsify needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
-    calib, note = (None, None) if method == "magnitude" and allocation == "uniform" else _calibration(loaded, calib_path, calib_samples)
+    paths = {"calib": calib_path, "train": train_path, "eval_data": eval_path}
+    calib, train, held_out, note = _data(loaded, method, allocation, paths, calib_samples)
     with stage(f"sparsifying ({cfg.pattern.name}, {method}, {allocation})"):
-        sparse, report = sparsify(loaded, None, cfg, calib=calib, return_report=True)
+        sparse, report = sparsify(loaded, None, cfg, calib=calib, train=train, return_report=True)
     if note:
         report.notes.append(note)
+    if held_out is not None:
+        from edgeprune.data.cli import held_out_score
+
+        report.evidence["held_out"] = held_out_score(loaded.module, sparse, held_out).line()
     # every output goes to a temp file first and is renamed only when all of them succeeded
     with contextlib.ExitStack() as stack:
         if onnx_path:
@@ -100,6 +121,8 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
     console.print(f"global sparsity {report.global_sparsity:.2%} over {len(report.sparsified)} layers in {report.seconds:.1f} s")
     for rt, s in report.summary().items():
         console.print(f"[dim]{rt}: {s['verdicts']} — {s['main_reason'][:160]}[/dim]")
+    if "held_out" in report.evidence:
+        console.print(report.evidence["held_out"])
     for n in report.notes:
         console.print(f"[yellow]note:[/yellow] {n}")
     if json_path:
@@ -112,13 +135,11 @@ def _export_checked(sparse, loaded, cfg, onnx_path: str, tmp: Path, precision: s
     """Export (fp32, then fp16 / Q/DQ if asked) to a temp file, re-check the pattern in it, then rename into place."""
     import tempfile
 
+    from edgeprune.data import as_data
     from edgeprune.errors import ExportError, SparsityError
     from edgeprune.export import export
     from edgeprune.sparsity.onnx_check import check_onnx, convert_fp16, quantize_qdq
 
-    import torch
-
-    source = calib if isinstance(calib, tuple) and all(isinstance(t, torch.Tensor) for t in calib) else tuple(loaded.example_inputs)
     with tempfile.TemporaryDirectory(prefix="edgeprune-sparsify-") as tmpdir:
         fp32 = Path(tmpdir) / "fp32.onnx"
         with stage(f"exporting to {onnx_path} and validating on onnxruntime"):
@@ -129,9 +150,9 @@ def _export_checked(sparse, loaded, cfg, onnx_path: str, tmp: Path, precision: s
             elif precision == "int8":
                 # calibration batches at the exported (static) batch size, at most 8: ranges for the uint8 activations
                 b = loaded.example_inputs[0].shape[0]
-                steps = min(8, source[0].shape[0] // b) or 1
-                source = source if source[0].shape[0] >= b else tuple(loaded.example_inputs)
-                feeds = [{n: t[i * b:(i + 1) * b].numpy() for n, t in zip(loaded.input_names, source)} for i in range(steps)]
+                source = calib if calib is not None and len(calib) >= b else as_data(tuple(loaded.example_inputs),
+                                                                                     input_names=loaded.input_names)
+                feeds = source.feeds(loaded.input_names, batch_size=b)[:8]
                 with stage("Q/DQ int8 quantization"):
                     quantize_qdq(fp32, tmp, feeds)
             else:

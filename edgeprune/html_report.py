@@ -291,9 +291,31 @@ figure{{margin:16px 0}} img{{max-width:100%}} figcaption{{color:#555;font-size:1
 <h1>{e(title)}</h1><p class="env">{e(meta)}</p>{''.join(f'<p class="env">{e(l)}</p>' for l in envs)}
 {''.join(table)}{f'<p>{e(note)}</p>' if note else ''}
 {'<h2>Device self-check</h2><ul>' + ''.join(checks) + '</ul>' if checks else ''}
-{''.join(figs)}</body></html>
+{_recovery_html(doc)}{''.join(figs)}</body></html>
 """
     return page, _markdown(title, meta, envs, rows, doc, devices)
+
+
+def _recovery_rows(doc: dict) -> list[list[str]]:
+    """[stage, held-out score, minutes, steps, note] of the returned attempt's recovery (report.json "recovery")."""
+    rec = doc.get("recovery") if isinstance(doc.get("recovery"), dict) else None
+    stages = [s for s in (rec or {}).get("stages") or [] if isinstance(s, dict)]
+    return [[str(s.get("stage")), f"{s['score']:.2f}" if isinstance(s.get("score"), (int, float)) else "-",
+             f"{float(s.get('seconds') or 0) / 60:.2f}", str(s.get("steps") or 0), str(s.get("note") or "")] for s in stages]
+
+
+_RECOVERY_HEAD = ["stage", "held-out score", "minutes", "steps", "note"]
+
+
+def _recovery_html(doc: dict) -> str:
+    rows = _recovery_rows(doc)
+    if not rows:
+        return ""
+    e = html.escape
+    head = f"<h2>Recovery ({e(str(doc.get('metric', 'score')))} on held-out data, dense {doc.get('score_dense', float('nan')):.2f})</h2>"
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (head + "<table id='recovery'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in _RECOVERY_HEAD)
+            + f"</tr></thead><tbody>{body}</tbody></table>")
 
 
 def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
@@ -307,6 +329,8 @@ def _markdown(title: str, meta: str, envs: list[str], rows: list[dict], doc: dic
     if configs:
         out += ["## Configurations tried", ""] + _md_table(["name", "accuracy", "latency ms", "selected"], [
             [str(c.get("name")), str(c.get("accuracy")), str(c.get("latency_ms")), "yes" if c.get("selected") else ""] for c in configs]) + [""]
+    if _recovery_rows(doc):
+        out += [f"## Recovery ({doc.get('metric', 'score')} on held-out data)", ""] + _md_table(_RECOVERY_HEAD, _recovery_rows(doc)) + [""]
     for d in devices:
         where = _where(d)
         layers = sorted((l for l in d.get("layers") or [] if l.get("time_ms") is not None), key=lambda l: -l["time_ms"])[:20]

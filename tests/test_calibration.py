@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune.calibration import CalibrationData, CalibrationError, ImagePreprocess, InputSpec, sample_indices
+from edgeprune.data import CalibrationData, CalibrationError, ImagePreprocess, InputSpec, sample_indices
 
 
 def _write_images(folder, n, size=(40, 30)):
@@ -79,11 +79,21 @@ def test_views_batches_feeds_and_onnx_reader():
 
 
 def test_pruning_accepts_calibration_data():
-    from edgeprune.pruning.apply import calibration_batches
+    """prune(calib=CalibrationData) uses the same samples as the raw tensor: one data path (as_data) for both."""
+    from torch import nn
 
-    data = CalibrationData.from_iterable([torch.randn(40, 8)])
-    chunks = calibration_batches(data, (torch.randn(1, 8),), n_samples=40)
-    assert sum(c[0].shape[0] for c in chunks) == 40
+    from edgeprune.pruning import StructuredConfig, prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(40, 8)
+    data = CalibrationData.from_iterable([x])
+    assert len(data) == 40 and np.array_equal(data.arrays["input_0"], x.numpy())
+    a = prune(model, x[:2], StructuredConfig(ratio=0.5), calib=data)
+    b = prune(model, x[:2], StructuredConfig(ratio=0.5), calib=x)
+    assert a[0].out_features == 16 and torch.equal(a[0].weight, b[0].weight) and torch.equal(a[2].weight, b[2].weight)
+    c = prune(model, x[:2], StructuredConfig(ratio=0.5), calib=x[:20])  # other samples, other refit
+    assert not torch.equal(a[2].weight, c[2].weight)
 
 
 @pytest.mark.parametrize("make, match", [

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimizer import apply_plan, optimize
+from edgeprune.optimizer import OptimizeConfig, apply_plan, optimize
+from edgeprune.recover import RecoverConfig
 from edgeprune.planner import Plan
 
 
@@ -45,12 +46,13 @@ def _model():
     return WideMLP().eval(), (torch.randn(256, 64),)
 
 
-def _run(**kw):
+def _run(evaluate=None, **kw):
     model, inputs = _model()
     calib = [(torch.randn(256, 64, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
-    args = dict(profile=HostProfile(), runtime="onnxruntime", speedup=1.5, calib=calib, threads=1, iters=20, rounds=3)
+    args = dict(profile=HostProfile(), runtime="onnxruntime", speedup=1.5, threads=1, iters=20, rounds=3,
+                recover=RecoverConfig(mode="off"))
     args.update(kw)
-    return model, inputs, calib, optimize(model, inputs, **args)
+    return model, inputs, calib, optimize(model, inputs, OptimizeConfig(**args), calib=calib, evaluate=evaluate)
 
 
 def test_plan_meets_budget_under_its_model_and_apply_reproduces():
@@ -61,7 +63,8 @@ def test_plan_meets_budget_under_its_model_and_apply_reproduces():
     assert result.counts["optimized"]["macs"] < result.counts["dense"]["macs"]
     assert result.speedup is not None and result.speedup["rounds"] == 3
     assert result.optimized_ms is not None and result.prediction_error is not None
-    again = apply_plan(Plan.from_json(plan.to_json()), model, inputs, calib=calib)
+    assert result.data["eval"]["samples"] == 256 and result.data["calib"]["samples"] == 128  # a quarter held out
+    again = apply_plan(Plan.from_json(plan.to_json()), model, inputs, calib=result.calib_data)
     assert torch.max(torch.abs(again(*inputs) - result.model(*inputs))).item() <= 1e-6
     assert all(g["pattern"] == "dense" and "not accelerated" in g["pattern_reason"] for g in plan.groups)
 

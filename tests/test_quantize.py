@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from conftest import make_cnn, make_encoder
-from edgeprune.calibration import CalibrationData, CalibrationError
+from edgeprune.data import CalibrationData, CalibrationError
 from edgeprune.errors import ConfigError
 from edgeprune.quantize import default_precision, quantize
 from edgeprune.quantize.ort import OrtQuantConfig, host_has_int8_dot
@@ -217,6 +217,17 @@ def test_cli_quantize(cnn, tmp_path):
                                    "--min-cosine", "0.99"])
     assert res.exit_code == 0, res.output
     assert "cosine" in res.output and (tmp_path / "q.onnx").exists() and (tmp_path / "q.json").exists()
+    np.save(tmp_path / "eval.npy", np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "ort", "--calib", str(tmp_path / "calib.npy"),
+                                   "--eval-data", str(tmp_path / "eval.npy"), "-o", str(tmp_path / "q2.onnx"),
+                                   "--json", str(tmp_path / "q2.json")])
+    assert res.exit_code == 0 and "validated on 8 held-out samples" in res.output, res.output
+    import json
+
+    assert json.loads((tmp_path / "q2.json").read_text())["details"]["validated_on"]["samples"] == 8
+    res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "ort", "--calib", str(tmp_path / "calib.npy"),
+                                   "--eval-data", str(tmp_path / "calib.npy"), "-o", str(tmp_path / "q3.onnx")])
+    assert res.exit_code == 2 and "are the same file(s): calib.npy" in res.output and not (tmp_path / "q3.onnx").exists()
     np.save(tmp_path / "bad.npy", np.zeros((4, 3, 16, 16), np.float32))
     res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "openvino", "--calib", str(tmp_path / "bad.npy"),
                                    "-o", str(tmp_path / "q.xml")])

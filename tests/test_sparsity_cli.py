@@ -56,7 +56,7 @@ def test_sparsify_cnn_skip_incompatible(runner, tmp_path):
     (["sparsify", MLP, "--export", "OUT/m.pt2"], "must end in .onnx"),
     (["sparsify", CNN, "--input-shape", "1x3x16x16", "-o", "OUT/m.pt2"], "C_in=3 is not divisible by 4"),
     (["sparsify", MLP, "--pattern", "2:4", "--allocation", "learned", "-o", "OUT/m.pt2"], "learned allocation cannot"),
-    (["sparsify", MLP, "--method", "wanda", "--calib", "OUT/none.pt", "-o", "OUT/m.pt2"], "calibration file not found"),
+    (["sparsify", MLP, "--method", "wanda", "--calib", "OUT/none.pt", "-o", "OUT/m.pt2"], "calibration data not found"),
 ])
 def test_sparsify_errors_are_one_line_and_leave_nothing(runner, tmp_path, args, fragment):
     args = [a.replace("OUT", str(tmp_path)) for a in args]
@@ -75,3 +75,31 @@ def test_sparsify_with_calibration_file(runner, tmp_path):
     doc = json.loads(js.read_text())
     assert doc["calibration_samples"] == 16 and abs(doc["global_sparsity"] - 0.6) < 0.01
     assert not any("synthetic" in n for n in doc["notes"])
+
+
+def test_sparsify_train_and_eval_data(runner, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 32)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x[:16])
+    np.savez(tmp_path / "train.npz", x=x[16:32])
+    np.savez(tmp_path / "eval.npz", x=x[32:])
+    np.savez(tmp_path / "leak.npz", x=np.concatenate([x[32:40], x[:4]]))  # 4 calibration rows leaked into eval
+    js = tmp_path / "r.json"
+    base = ["sparsify", MLP, "--pattern", "unstructured", "--sparsity", "0.5", "--method", "wanda", "--calib",
+            str(tmp_path / "calib.npz")]
+    result = runner.invoke(main, [*base, "--allocation", "learned", "--train", str(tmp_path / "train.npz"), "--eval-data",
+                                  str(tmp_path / "eval.npz"), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(js.read_text())
+    assert doc["calibration_samples"] == 16 and doc["allocation"] is not None
+    assert doc["evidence"]["held_out"].startswith("held-out 16 samples: cosine to dense 0.")
+    assert "held-out 16 samples" in result.output
+    leak = _one_error_line(runner.invoke(main, [*base, "--eval-data", str(tmp_path / "leak.npz")]))
+    assert "shares 4 of 12 samples with calib data" in leak
+    train_leak = _one_error_line(runner.invoke(main, [*base, "--allocation", "learned", "--train", str(tmp_path / "train.npz"),
+                                                      "--eval-data", str(tmp_path / "train.npz")]))
+    assert "and train data" in train_leak and "same file(s): train.npz" in train_leak
+    uniform = _one_error_line(runner.invoke(main, [*base, "--train", str(tmp_path / "train.npz")]))
+    assert "--train feeds the learned allocation only" in uniform

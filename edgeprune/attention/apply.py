@@ -25,13 +25,14 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
                        calib: Any = None, *, inplace: bool = False, return_report: bool = False):
     """Replace the attention of a HF BERT-family encoder or GPT-2-style decoder by block-sparse attention.
 
-    example_inputs / calib: a tensor, tuple of tensors, dict, or list of those (as for `sparsify`). With
-    allocation='calibrated' and calibration data, each layer gets a density from config.density_grid under the
-    global target; otherwise every layer gets config.density. Returns the model (and the per-layer report).
+    example_inputs / calib: anything edgeprune.data.as_data takes (a tensor, tuple of tensors, dict, list of those;
+    dicts are passed as keyword arguments). With allocation='calibrated' and calibration data, each layer gets a
+    density from config.density_grid under the global target; otherwise every layer gets config.density.
+    Returns the model (and the per-layer report).
     """
     from edgeprune.attention import calibrate, hf
+    from edgeprune.data import as_data
     from edgeprune.models import module_and_inputs
-    from edgeprune.sparsity.calib import as_batches
 
     cfg = config or AttentionSparsityConfig()
     model, example_inputs = module_and_inputs(model, example_inputs, "sparsify_attention", AttentionSparsityError)
@@ -46,10 +47,11 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
     hf.use_sparse_impl(model)
     layers = {n: SparseAttention.from_config(cfg, causal=bool(getattr(m, "is_causal", False))) for n, m in modules.items()}
     errors: dict[str, dict] = {}
-    batches = as_batches(calib)
+    device = next(model.parameters(), torch.empty(0)).device
     calibrated = cfg.allocation == "calibrated"
-    if (calibrated or cfg.compensate == "auto") and cfg.top_k is None and batches and cfg.density < 1.0:
-        batches = _limit(batches, cfg.calib_samples)
+    if (calibrated or cfg.compensate == "auto") and cfg.top_k is None and calib is not None and cfg.density < 1.0:
+        # the first calib_samples samples in one (args, kwargs) batch: kwargs when calib came as dicts
+        batches = as_data(calib).head(cfg.calib_samples).calls(device=device)
         records = calibrate.capture(model, modules, batches)
         grid = cfg.density_grid if calibrated else (cfg.density,)
         table = calibrate.layer_errors(layers, records, grid, choose_compensation=cfg.compensate == "auto")
@@ -61,8 +63,9 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
     for name, m in modules.items():
         m.sparse_attention = layers[name]
     if example_inputs is not None:  # one checked run: a config that cannot run fails here, naming the model
+        checked = as_data(example_inputs).calls(device=device)
         try:
-            calibrate.run_batches(model, as_batches(example_inputs))
+            calibrate.run_batches(model, checked)
         except Exception as err:
             raise AttentionSparsityError(f"{type(model).__name__} with sparse attention failed on the example inputs: "
                                          f"{type(err).__name__}: {err}", hint="check block_size/window against the "
@@ -70,20 +73,6 @@ def sparsify_attention(model: nn.Module, example_inputs: Any = None, config: Att
     report = [AttentionLayerResult(n, layers[n].causal, layers[n].density, errors.get(n), layers[n].compensate)
               for n in modules]
     return (model, report) if return_report else model
-
-
-def _limit(batches, n: int):
-    """The first n samples (dim 0) of the calibration batches."""
-    out, left = [], n
-    for args, kwargs in batches:
-        if left <= 0:
-            break
-        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
-        size = int(first.shape[0]) if first is not None and first.ndim else 1
-        cut = lambda t: t[:left] if isinstance(t, torch.Tensor) and t.ndim else t  # noqa: E731
-        out.append((tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}))
-        left -= size
-    return out
 
 
 def attention_layers(model: nn.Module) -> dict[str, SparseAttention]:

@@ -1,5 +1,11 @@
-"""The hardware-aware optimizer: latency model -> plan -> prune -> validate -> measure -> back off."""
-from edgeprune.optimizer.core import Attempt, OptimizeResult, apply_plan
-from edgeprune.optimizer.run import optimize
+"""The hardware-aware optimizer: plan -> prune + compensate -> recover -> verify on held-out data -> measure -> back off.
 
-__all__ = ["optimize", "apply_plan", "OptimizeResult", "Attempt"]
+What lives here: `optimize` (the verb, api.py), `OptimizeConfig` (config.py), the search loop (run.py) and its
+pieces (core.py, context.py, shapes.py, sensitivity.py, attention.py), and the output folder (output.py).
+It may import everything below it (pruning, recover, data, metrics, latency, backends); nothing below imports it.
+"""
+from edgeprune.optimizer.api import optimize
+from edgeprune.optimizer.config import OptimizeConfig
+from edgeprune.optimizer.core import Attempt, OptimizeResult, apply_plan
+
+__all__ = ["optimize", "OptimizeConfig", "apply_plan", "OptimizeResult", "Attempt"]

@@ -35,6 +35,7 @@ class Attempt:
     drop_ok: bool = True  # the score drop was within max_drop (accepted may still be False: re-planned)
     predicted_ratio: float | None = None  # predicted latency / dense latency
     first_speedup: dict[str, float] | None = None  # its own run's, when re-timed beside the other attempts (run.py)
+    recovery: dict[str, Any] | None = None  # RecoverReport.to_dict(): held-out score and minutes after each stage
 
     @property
     def prediction_error(self) -> float | None:
@@ -64,6 +65,15 @@ class OptimizeResult:
     onnx_path: Path | None = None
     bench: list[Any] = dataclasses.field(default_factory=list)  # BenchResult dense, optimized
     latency_context: dict[str, Any] | None = None  # the per-conv in-context correction (context.py), if any
+    metric: str = "fidelity"  # the held-out metric the scores are in (edgeprune.metrics), or "custom" (evaluate=)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)  # calib/train/eval sources and sample counts
+    calib_data: Any = None  # the CalibrationData compensation used: apply_plan(plan, model, inputs, calib=it) reproduces
+
+    def save(self, outdir: str | Path, *, openvino: bool = True) -> Path:
+        """Write the output folder (plan.json, model.onnx, model.xml/.bin, report.json/md/html) atomically."""
+        from edgeprune.optimizer.output import write_outdir
+
+        return write_outdir(self, outdir, self.plan.model, openvino=openvino)
 
     @property
     def prediction_error(self) -> float | None:
@@ -92,24 +102,6 @@ def _budget_fraction(speedup: float | None, latency_ms: float | None, macs_ratio
     if not 0 < macs_ratio < 1:
         raise ConfigError(f"macs_ratio must be in (0, 1), got {macs_ratio}", hint="e.g. --macs-ratio 0.6")
     return macs_ratio
-
-
-def _fidelity(dense_out: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> float:
-    """100 x mean cosine between dense and optimized outputs, per sample (points, like accuracy)."""
-    cos = []
-    for a, b in zip(dense_out, out):
-        a, b = a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64)
-        num = (a * b).sum(1)
-        den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
-        cos.append(num / den)
-    return float(100.0 * np.mean(np.concatenate(cos)))
-
-
-def _outputs(model: torch.nn.Module, batches: Sequence[tuple]) -> list[np.ndarray]:
-    from edgeprune.backends.pt import _flatten
-
-    with torch.no_grad():
-        return [_flatten(model(*b))[0].float().numpy() for b in batches]
 
 
 def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads: int | None, max_candidates: int,
@@ -207,23 +199,6 @@ def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, c
                                   compensate=compensate, seed=plan.seed)
         model = prune(model, example_inputs, config, calib=calib)
     return apply_attention(plan.attention, model, example_inputs, calib=calib)
-
-
-def _recover(student, teacher, batches, steps: int, lr: float = 1e-4) -> None:
-    """Short distillation: MSE between the pruned and the dense model's outputs on calibration batches."""
-    from edgeprune.backends.pt import _flatten
-
-    opt = torch.optim.Adam([p for p in student.parameters() if p.is_floating_point()], lr=lr)
-    student.train()
-    for i in range(steps):
-        batch = batches[i % len(batches)]
-        with torch.no_grad():
-            target = _flatten(teacher(*batch))[0]
-        loss = torch.nn.functional.mse_loss(_flatten(student(*batch))[0], target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    student.eval()
 
 
 def _speedup_dict(s) -> dict[str, float]:

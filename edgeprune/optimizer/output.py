@@ -21,14 +21,17 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema": "edgeprune.report/1", "model": model_name, "profile": result.profile, "runtime": result.runtime,
         "precision": "fp32", "env": environment(), "seconds": round(result.seconds, 1),
+        "metric": result.metric, "data": result.data, "max_drop_met": bool(result.attempts and result.attempts[-1].accepted),
         "score_dense": result.score_dense, "score": result.score, "counts": result.counts,
+        "recovery": result.attempts[-1].recovery if result.attempts else None,
         "predicted_ms": result.predicted_ms, "measured_ms": result.optimized_ms, "dense_ms": result.dense_ms,
         "prediction_error": result.prediction_error,
         "layers": [{"name": g["name"], "orig_width": g["width"], "kept_width": g["keep"], "unit": g["unit"],
                     "pattern": g["pattern"], "pattern_reason": g["pattern_reason"], "time_ms": g["predicted_ms"]}
                    for g in result.plan.groups],
         "configs": [{"name": f"attempt {i + 1}", "accuracy": a.score, "latency_ms": a.measured_ms or a.predicted_ms,
-                     "selected": i == len(result.attempts) - 1, "note": a.note} for i, a in enumerate(result.attempts)],
+                     "selected": i == len(result.attempts) - 1, "note": a.note, "recovery": a.recovery}
+                    for i, a in enumerate(result.attempts)],
         "predicted_vs_measured": [{"name": f"attempt {i + 1}", "predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms}
                                   for i, a in enumerate(result.attempts) if a.measured_ms],
         "attention": result.plan.attention,  # sparse-attention decision: applied, reason, numbers (optimize/attention.py)

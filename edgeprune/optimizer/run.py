@@ -5,14 +5,16 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from edgeprune.errors import ConfigError
+from edgeprune.optimizer.config import OptimizeConfig
 from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
-                                     _fidelity, _joint_cost, _layer_costs, _measure_against_dense, _outputs, _plan_groups,
-                                     _recover, _touches_convs, apply_plan)
+                                     _joint_cost, _layer_costs, _measure_against_dense, _plan_groups,
+                                     _touches_convs, apply_plan)
+from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.attention import decide_attention, with_layers
 from edgeprune.optimizer.shapes import group_layers, record_shapes
 from edgeprune.latency import WholeModelFit
@@ -207,44 +209,34 @@ def _retime_side_by_side(attempts, kept, dense_onnx, runtime: str, feeds, thread
         kept[i] = (kept[i][0], kept[i][1], [results[0], result])
 
 
-def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", runtime: str | None = None,
-             speedup: float | None = None, latency_ms: float | None = None, macs_ratio: float | None = None,
-             calib=None, eval_inputs=None, evaluate: Callable[[torch.nn.Module], float] | None = None,
-             max_drop: float = 1.0, recover_steps: int = 0, importance: str = "numerical", threads: int | None = None,
-             input_names: list[str] | None = None, max_rounds: int = 3, rounds: int = 20, iters: int = 100,
-             max_candidates: int = 24, allocation: str = "sensitivity", model_name: str = "model", workdir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None, attention: str | Any | None = None) -> OptimizeResult:
-    """Find per-group widths that meet the budget on `profile`'s runtime with the least importance lost.
+def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig, job: Job) -> OptimizeResult:
+    """Find per-group widths that meet config's budget on its target's runtime with the least importance lost;
+    every attempt is pruned with compensation, recovered (job.recover) and scored on held-out data (job.score).
 
-    evaluate(model) -> score in points (higher is better; e.g. accuracy %). Without it, the score is
-    100 x cosine fidelity of the outputs to the dense model on `eval_inputs` (else `calib`).
-    attention: "auto" (block-sparse attention after pruning when the latency model says it pays at the model's
-    length), "off"/None (never), or an AttentionSparsityConfig (always); the decision is recorded in plan.attention.
+    The attention decision ("auto": block-sparse attention after pruning where the latency model says it pays at
+    the model's length; "off": never) is recorded in plan.attention.
     """
     from edgeprune.counting import count
     from edgeprune.export import export
-    from edgeprune.pruning.apply import calibration_batches, find_groups
+    from edgeprune.pruning.apply import find_groups
     from edgeprune.pruning.config import StructuredConfig
 
     t_start = time.perf_counter()
-    say = progress or (lambda msg: None)
-    example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    if max_drop < 0:
-        raise ConfigError(f"max_drop must be >= 0, got {max_drop}", hint="e.g. --max-drop 1.0 (points)")
-    profile, on_host = _resolve_profile(profile)
-    runtime = _pick_runtime(profile, runtime, on_host)
+    say = job.say
+    threads, rounds, iters, importance = config.threads, config.rounds, config.iters, config.importance
+    speedup, latency_ms, macs_ratio, max_drop = config.speedup, config.latency_ms, config.macs_ratio, config.max_drop
+    profile, on_host = _resolve_profile(config.profile)
+    runtime = _pick_runtime(profile, config.runtime, on_host)
     measured = on_host and runtime in MEASURABLE
     model = model.eval()
     # decided first (a bad value fails before any measuring), on the dense layer shape (see optimize/attention.py)
-    attention_record = decide_attention(model, example_inputs, attention, profile=profile, runtime=runtime,
+    attention_record = decide_attention(model, example_inputs, config.attention, profile=profile, runtime=runtime,
                                         measured=measured, threads=threads, say=say)
-    names = input_names or [f"input_{i}" for i in range(len(example_inputs))]
+    names = job.input_names
     tmp = tempfile.TemporaryDirectory(prefix="edgeprune-opt-")
-    work = Path(workdir or tmp.name)
-    batches = calibration_batches(calib, example_inputs, 128)
-    eval_batches = calibration_batches(eval_inputs, example_inputs, 128) if eval_inputs is not None else batches
-    dense_out = _outputs(model, eval_batches)
-    score_dense = evaluate(model) if evaluate else 100.0
+    work = Path(job.workdir or tmp.name)
+    batches = job.calib_batches
+    score_dense = job.score_dense
 
     say("exporting the dense model")
     dense_onnx = work / "dense.onnx"
@@ -266,7 +258,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
         return max(1, multiple // math.gcd(multiple, g.unit_width))
 
     say(f"{'measuring' if measured else 'estimating'} per-layer latency on {runtime}")
-    layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, max_candidates, step_for)
+    layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, config.max_candidates, step_for)
     dense_cost = _joint_cost(groups, records, {}, layer_s)
     dense_ms = None
     if measured:
@@ -280,7 +272,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
             # The touched layers alone cannot cost more than the whole model: the (cached) table was
             # measured under other load or on another setup. Re-measure it rather than plan on it.
             say("latency table disagrees with the measured model by >10%: re-measuring it")
-            layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, max_candidates, step_for, fresh=True)
+            layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, config.max_candidates, step_for, fresh=True)
             dense_cost = _joint_cost(groups, records, {}, layer_s)
     fraction = _budget_fraction(speedup, latency_ms, macs_ratio, dense_ms)
     # Everything the plan does not touch keeps its cost: measured dense minus the touched layers' share.
@@ -299,8 +291,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                 f"median ({context['rho_min']:.2f}-{context['rho_max']:.2f})")
 
     say("scoring units")
-    options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups, max_candidates,
-                           allocation)
+    options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups,
+                           config.max_candidates, config.allocation)
     pattern, why = choose_pattern(profile, runtime, precision)
     options = [dataclasses.replace(o, pattern=pattern, pattern_reason=why) for o in options]
     # The planner works in table seconds ("raw"); the budget is in measured seconds, mapped back.
@@ -308,23 +300,20 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     def joint_total(keep):  # every touched layer once, at all groups' widths together
         return fixed + _joint_cost(groups, records, keep, layer_s)
 
-    plan = _build_plan_or_explain(options, budget, fixed, fit, total_dense, model=model_name,
+    plan = _build_plan_or_explain(options, budget, fixed, fit, total_dense, model=job.model_name,
                                   profile=getattr(profile, "name", str(profile)), runtime=runtime, importance=importance,
                                   total_s=joint_total)
     joint = joint_total(plan.keep())
     plan.predicted_s, plan.dense_predicted_s, plan.budget_s = fit(joint), fit(total_dense), fraction * fit(total_dense)
     plan.attention = attention_record  # apply_plan applies it after pruning
 
-    attempts, kept, keep, frozen, measured_plans = [], [], plan.keep(), set(), []
+    attempts, kept, keep, frozen, measured_plans = [], [], job.resume_keep or plan.keep(), set(), []
     base_counts = count(model, example_inputs)
-    for round_i in range(max_rounds):
+    for round_i in range(config.max_rounds):
         say(f"pruning (round {round_i + 1}) with compensation")
         current = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]]) for g in plan.groups])
         pruned = apply_plan(current, model, example_inputs, calib=batches)
-        if recover_steps:
-            say(f"recovering: {recover_steps} distillation steps")
-            _recover(pruned, model, batches, recover_steps)
-        score = evaluate(pruned) if evaluate else _fidelity(dense_out, _outputs(pruned, eval_batches))
+        score, recovery = job.recover(pruned, keep)
         pruned_onnx = work / f"optimized_{round_i}.onnx"
         say("exporting and validating the optimized model")
         export(pruned, example_inputs, pruned_onnx, input_names=names)
@@ -338,16 +327,16 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
             bench, (spd,) = _measure_against_dense(dense_onnx, [pruned_onnx], runtime, feeds, threads, rounds, iters)
             measured_ms = bench[1].stats.p50
             predicted = ratio * bench[0].stats.p50
-        drop = score_dense - score
+        drop = job.drop(score)
         ok = drop <= max_drop
         attempts.append(Attempt(dict(keep), predicted, measured_ms, spd, score, drop, ok,
                                 "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off", ok,
-                                predicted_ratio=ratio))
+                                predicted_ratio=ratio, recovery=recovery))
         kept.append((pruned, pruned_onnx, bench))
-        if round_i == max_rounds - 1:
+        if round_i == config.max_rounds - 1:
             break
         if ok and measured and macs_ratio is None and not frozen:
-            replanned = _replan_if_off(fraction, fit, keep, fixed, total_dense, options, model_name, plan,
+            replanned = _replan_if_off(fraction, fit, keep, fixed, total_dense, options, job.model_name, plan,
                                         importance, joint_total, attempts[-1], measured_plans)
             if replanned is None:
                 break
@@ -375,7 +364,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
     last = attempts[-1]
     if not last.accepted:
         last.note = (f"drop {last.drop:.2f} > max_drop {max_drop} after {len(attempts)} attempt(s): no configuration met both; "
-                     "returned the last (least pruned) one. Raise --max-drop, lower --speedup or add --recover-steps")
+                     "returned the last (least pruned) one. Raise --max-drop or --recover-minutes, or lower --speedup")
     final_plan = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]], predicted_ms=g["predicted_ms_dense"]
                                                         if keep[g["name"]] == g["width"] else g["predicted_ms"])
                                                    for g in plan.groups],
@@ -388,4 +377,5 @@ def optimize(model: torch.nn.Module, example_inputs, *, profile: Any = "host", r
                             attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
                             time.perf_counter() - t_start, runtime, final_plan.profile, pruned_onnx, bench, context)
     result._tmp = tmp  # keep exported files alive with the result
+    result.metric, result.data, result.calib_data = job.metric_name, job.data_summary, job.calib
     return result

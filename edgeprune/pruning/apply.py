@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from edgeprune.data import as_data
 from edgeprune.errors import ConfigError, PruningError
 from edgeprune.pruning import importance as imp
 from edgeprune.pruning.compensate import compensate
@@ -30,29 +31,11 @@ log = logging.getLogger("edgeprune.pruning")
 CHUNK = 32  # samples per calibration forward (bounds activation memory)
 
 
-def calibration_batches(calib: Any, example_inputs: tuple, n_samples: int) -> list[tuple]:
-    """Normalise `calib` (tensor | tuple of tensors | list of input tuples) into chunks of positional inputs."""
-    if calib is None:
-        items = [tuple(example_inputs)]
-    elif isinstance(calib, torch.Tensor):
-        items = [(calib,)]
-    elif isinstance(calib, tuple) and all(isinstance(t, torch.Tensor) for t in calib):
-        items = [calib]
-    elif isinstance(calib, (list, tuple)) or hasattr(calib, "__iter__"):
-        items = [(b,) if isinstance(b, torch.Tensor) else tuple(b) for b in calib]
-    else:
-        raise ConfigError(f"cannot use {type(calib).__name__} as calibration data",
-                          hint="pass a tensor, a tuple of input tensors, or a list of input tuples")
-    if not items or any(not item or not all(isinstance(t, torch.Tensor) for t in item) for item in items):
-        raise ConfigError("calibration data is empty or holds non-tensors", hint="pass input tensors shaped like example_inputs")
-    try:
-        full = tuple(torch.cat([item[i] for item in items]) for i in range(len(items[0])))
-    except (RuntimeError, IndexError) as err:
-        raise ConfigError(f"calibration batches cannot be concatenated: {err}",
-                          hint="give all batches the same shapes except dim 0 (pad sequences)") from err
-    full = tuple(t[:n_samples] for t in full)
-    n = full[0].shape[0]
-    return [tuple(t[i:i + CHUNK] for t in full) for i in range(0, n, CHUNK)]
+def _calibration_chunks(calib: Any, example_inputs: tuple, n_samples: int, model: nn.Module) -> list[tuple]:
+    """The first n_samples of `calib` (anything edgeprune.data.as_data takes; None = example_inputs) as
+    chunks of CHUNK positional-input tuples on the model's device, every sample used."""
+    device = next(model.parameters(), torch.empty(0)).device
+    return as_data(calib, example_inputs).head(n_samples).batches(CHUNK, drop_last=False, device=device)
 
 
 def find_groups(model: nn.Module, example_inputs: tuple, config: StructuredConfig) -> list[Group]:
@@ -150,8 +133,9 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
           progress: Callable[[str], None] | None = None) -> nn.Module:
     """Structured pruning with compensation; returns a physically smaller deep copy of `model`.
 
-    example_inputs: positional inputs for tracing. calib: tensor, tuple of tensors, or list of input
-    tuples (default: example_inputs); the first config.n_calib samples are used. loss_fn(output) -> scalar
+    example_inputs: positional inputs for tracing. calib: anything edgeprune.data.as_data takes (tensor, tuple
+    of tensors, list of input tuples, DataLoader, path, CalibrationData; default: example_inputs); the first
+    config.n_calib samples are used. loss_fn(output) -> scalar
     is needed for importance="taylor".
     """
     config = config or StructuredConfig()
@@ -164,7 +148,7 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
         raise ConfigError("importance='taylor' needs a loss", hint="pass loss_fn=lambda out: ... to prune()")
     model = copy.deepcopy(model).eval()
     groups = find_groups(model, example_inputs, config)
-    batches = calibration_batches(calib, example_inputs, config.n_calib)
+    batches = _calibration_chunks(calib, example_inputs, config.n_calib, model)
     static: dict[str, torch.Tensor] | None = None
     taylor_of = imp.taylor_products(model, batches, loss_fn) if config.importance == "taylor" else None
     if config.importance not in imp.NEEDS_STATS:

@@ -100,9 +100,9 @@ def to_onnx(model: Any, workdir: Path, calib=None, input_shapes: Sequence[str] |
         if calib is None:
             raise ConfigError("quantizing an nn.Module needs calibration data (its first sample is the export example)",
                               hint="pass calib=, or export to ONNX first")
-        from edgeprune.calibration import CalibrationData
+        from edgeprune.data import as_data
 
-        data = CalibrationData.load(calib)
+        data = as_data(calib)
         model = LoadedModel("module", "module", model.eval(), tuple(data.batches(1)[0]), data.names)
     elif not isinstance(model, LoadedModel):
         model = load_model(str(model), input_shapes)
@@ -114,20 +114,27 @@ def to_onnx(model: Any, workdir: Path, calib=None, input_shapes: Sequence[str] |
 def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8", output: str | Path | None = None, *,
              config: Any = None, input_shapes: Sequence[str] | None = None, validate: bool = True, n_validate: int = 16,
              evaluate: Callable[[Any, Iterable[Any]], float] | None = None, eval_data: Iterable[Any] | None = None,
-             tokenizer: Any = None, seq_len: int | None = None) -> QuantizeResult:
-    """Quantize `model` for `backend` at `precision`, write `output`, and validate it (see module doc)."""
-    from edgeprune.calibration import CalibrationData, onnx_input_specs
+             tokenizer: Any = None, seq_len: int | None = None, validate_data: Any = None) -> QuantizeResult:
+    """Quantize `model` for `backend` at `precision`, write `output`, and validate it (see module doc).
+
+    calib / validate_data: anything edgeprune.data.as_data takes. The artifact is validated on validate_data
+    (all of it: held-out samples, refused when they overlap calib) or else on the first n_validate calibration samples.
+    """
+    from edgeprune.data import as_data, check_disjoint, onnx_input_specs
 
     backend = _check(backend, precision)
     suffix = ".xml" if backend == "openvino" else ".onnx"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeprune-quantize-") as tmp:
         work = Path(tmp)
-        if calib is not None and not isinstance(calib, CalibrationData):
-            calib = _load_calib(calib, model, tokenizer, seq_len)
+        calib = _as_data(calib, model, tokenizer, seq_len)
+        held_out = _as_data(validate_data, model, tokenizer, seq_len)
         onnx_path, _ = to_onnx(model, work, calib, input_shapes)
         if calib is not None:
             calib = calib.bind(onnx_input_specs(onnx_path))
+        if held_out is not None:
+            held_out = held_out.bind(onnx_input_specs(onnx_path))
+            check_disjoint(held_out, calib=calib)
         output = Path(output) if output else onnx_path.with_name(f"{onnx_path.stem}_{precision}{suffix}")
         if output.suffix != suffix:
             raise ConfigError(f"output {output} must end in {suffix} for backend {backend}", hint=f"e.g. -o model_{precision}{suffix}")
@@ -135,23 +142,28 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
         seconds = time.perf_counter() - t0
         checks, top1 = [], None
         if validate:
-            feeds = calib.head(n_validate) if calib is not None else None
+            feeds = held_out if held_out is not None else calib.head(n_validate) if calib is not None else None
             checks, top1 = validate_artifact(onnx_path, output, backend, feeds)
+            if held_out is not None:
+                details["validated_on"] = {"source": held_out.source, "samples": len(held_out)}
         fp32_bytes = onnx_path.stat().st_size
     size = output.stat().st_size + (output.with_suffix(".bin").stat().st_size if suffix == ".xml" else 0)
     return QuantizeResult(output, backend, precision, seconds, checks, top1, fp32_bytes, size, details)
 
 
-def _load_calib(calib: Any, model: Any, tokenizer: Any, seq_len: int | None):
-    from edgeprune.calibration import CalibrationData
-    from edgeprune.models import BUILTIN_MODELS, builtin_path
+def _as_data(data: Any, model: Any, tokenizer: Any, seq_len: int | None):
+    """CalibrationData from `data` (None stays None); text files take the model's tokenizer when none is given."""
+    from edgeprune.data import as_data
+    from edgeprune.data.cli import tokenizer_source
 
-    if tokenizer is None and isinstance(calib, (str, Path)) and str(calib).endswith(".txt"):
-        if isinstance(model, str) and model in BUILTIN_MODELS:
-            tokenizer = builtin_path(model)
-        elif isinstance(model, (str, Path)) and Path(model).is_dir():
-            tokenizer = Path(model)
-    return CalibrationData.load(calib, tokenizer=tokenizer, seq_len=seq_len or 128)
+    if data is None:
+        return None
+    options = {}
+    if isinstance(data, (str, Path)) and Path(data).suffix.lower() in (".txt", ".csv"):
+        if tokenizer is None and isinstance(model, (str, Path)):
+            tokenizer = tokenizer_source(model)  # the packaged minilm, a HF folder, or an .onnx beside its tokenizer
+        options = {"tokenizer": tokenizer, "seq_len": seq_len or 128}
+    return as_data(data, **options)
 
 
 def _run(backend, precision, onnx_path, output, calib, config, evaluate, eval_data) -> dict[str, Any]:

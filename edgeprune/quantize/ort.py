@@ -191,7 +191,7 @@ def _qtype(name: str):
 
 
 def calibration_batch(onnx_path: Path, config: OrtQuantConfig) -> int:
-    from edgeprune.calibration import onnx_input_specs
+    from edgeprune.data import onnx_input_specs
 
     lead = [s.shape[0] for s in onnx_input_specs(onnx_path) if s.shape]
     static = [d for d in lead if isinstance(d, int) and d > 0]
@@ -225,10 +225,10 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
             else:
                 if calib is None:
                     raise ConfigError("static INT8 quantization needs calibration data", hint="pass --calib, or use mode=dynamic")
-                from edgeprune.calibration import CalibrationData
+                from edgeprune.data import as_data
 
                 batch = calibration_batch(src, config)
-                data = CalibrationData.load(calib).bind(src)
+                data = as_data(calib).bind(src)
                 batch = min(batch, len(data)) if not _static_batch(src) else batch
                 reader = data.as_onnx_reader(batch_size=batch)
                 info.update(method=config.method, calibration_samples=len(data), calibration_batches=len(reader))
@@ -248,7 +248,7 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
 
 
 def _static_batch(onnx_path: Path) -> bool:
-    from edgeprune.calibration import onnx_input_specs
+    from edgeprune.data import onnx_input_specs
 
     return any(s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 for s in onnx_input_specs(onnx_path))
 

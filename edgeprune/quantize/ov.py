@@ -127,11 +127,11 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
         return _save(model, xml_out, info)
     if calib is None:
         raise ConfigError("OpenVINO INT8 quantization needs calibration data", hint="pass --calib, or use weight compression")
-    from edgeprune.calibration import CalibrationData, InputSpec
+    from edgeprune.data import InputSpec, as_data
 
     specs = [InputSpec(p.get_any_name(), tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()),
                        p.get_element_type().to_dtype().name) for p in model.inputs]
-    data = CalibrationData.load(calib).bind(specs)
+    data = as_data(calib).bind(specs)
     static_batch = specs[0].shape[0] if specs and isinstance(specs[0].shape[0], int) else 1
     feeds = data.feeds(batch_size=static_batch)
     dataset = nncf.Dataset(feeds)

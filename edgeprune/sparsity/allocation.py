@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from edgeprune.sparsity.calib import Moments, input_matrix, take
+from edgeprune.sparsity.calib import Moments, input_matrix
 
 _SUBSAMPLE = 10_000
 
@@ -62,7 +62,7 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     target, s_max = cfg.target_sparsity, cfg.max_layer_sparsity
-    args, kwargs = take(batch, cfg.allocation_samples)
+    args, kwargs = batch  # the caller's first cfg.allocation_samples samples
     wanda = cfg.method != "magnitude"
 
     # dense pass: the model output (target) and, for Wanda-style importance, per-layer input norms.

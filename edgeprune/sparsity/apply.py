@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from edgeprune.data import CalibrationData, as_data
 from edgeprune.errors import ConfigError, SparsityError
-from edgeprune.sparsity.calib import Moments, as_batches, concat_batches, input_matrix, target_layers, unsupported_reason
+from edgeprune.sparsity.calib import Moments, input_matrix, target_layers, unsupported_reason
 from edgeprune.sparsity.patterns import NM, from_matrix, parse_pattern, to_matrix
 from edgeprune.sparsity.report import LayerResult, SparsityReport
 from edgeprune.sparsity.sparsegpt import reconstruction_error, sparsegpt_prune
@@ -157,11 +158,12 @@ def _prune_layer(name: str, mod: nn.Module, cfg: SparsityConfig, sparsity: float
 
 
 def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None = None, config: SparsityConfig | None = None,
-             calib: Any = None, *, inplace: bool = False, return_report: bool = False, progress=None):
+             calib: Any = None, *, train: Any = None, inplace: bool = False, return_report: bool = False, progress=None):
     """Sparsify the Linear/Conv2d weights of `model` with `config`; returns the model (and the report).
 
-    `calib`: calibration inputs for wanda/sparsegpt/learned allocation (tensor, tuple of tensors,
-    dict, or a list/DataLoader of those); without it the example inputs are used and the report says so.
+    `calib`: calibration inputs for wanda/sparsegpt/learned allocation: anything edgeprune.data.as_data takes
+    (tensor, tuple of tensors, dict, list/DataLoader of those, path, CalibrationData); without it the example
+    inputs are used and the report says so. `train`: the samples the learned allocation trains on (default: calib).
     """
     from edgeprune.models import module_and_inputs
 
@@ -169,28 +171,24 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
     model, example_inputs = module_and_inputs(model, example_inputs, "sparsify")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    if train is not None and cfg.allocation != "learned":
+        raise ConfigError("train= feeds the learned allocation only", hint="set allocation='learned', or drop train=")
     t0 = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
     all_layers = _layers(model, cfg)
     layers, skipped = _check_layers(all_layers, cfg)
     notes = []
-    needs_data = cfg.method != "magnitude" or cfg.allocation == "learned"
-    batch = None
-    if needs_data:
-        batches = as_batches(calib)
-        if not batches:
-            if example_inputs is None:
-                raise ConfigError(f"method '{cfg.method}' / allocation '{cfg.allocation}' needs calibration data",
-                                  hint="pass calib=... (e.g. 128 real samples) or example_inputs")
-            batches = as_batches(tuple(example_inputs))
-            notes.append("calibrated on the example inputs only (no calib=... given): pass real samples for real accuracy")
-        batch = concat_batches(batches)
+    needs_data = cfg.method != "magnitude" or (cfg.allocation == "learned" and train is None)
+    data = _calibration(calib, example_inputs, cfg, notes) if needs_data else None
     sparsities: dict[str, float] = {n: cfg.target_sparsity for n in layers}
     allocation = None
     if cfg.allocation == "learned":
         from edgeprune.sparsity.allocation import learn_allocation
 
+        learn_from = as_data(train) if train is not None else data
+        batch = learn_from.head(cfg.allocation_samples).calls(device=device)[0]  # one (args, kwargs) batch
         allocation = learn_allocation(model, layers, batch, cfg, weight_fn=weight_matrix)
         sparsities = allocation.sparsities
     results: dict[str, LayerResult] = {}
@@ -198,7 +196,7 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
         for name, mod in layers.items():
             results[name] = _prune_layer(name, mod, cfg, sparsities[name], None)
     else:
-        _sequential(model, layers, cfg, sparsities, batch, results, progress)
+        _sequential(model, layers, cfg, sparsities, data.calls(device=device)[0], results, progress)
         missed = [n for n in layers if n not in results]
         for name in missed:  # never reached by the calibration forward (unused branch): data-free fallback
             results[name] = _prune_layer(name, layers[name], cfg, sparsities[name], None)
@@ -208,16 +206,18 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
     skipped_rows = [LayerResult.skipped(n, all_layers[n], r) for n, r in skipped.items()]
     report = SparsityReport(config=cfg.to_dict(), layers=ordered + skipped_rows, seconds=time.perf_counter() - t0,
                             notes=notes, allocation=allocation.to_dict() if allocation else None,
-                            calibration_samples=_n_samples(batch))
+                            calibration_samples=len(data) if data is not None else None)
     return (model, report) if return_report else model
 
 
-def _n_samples(batch) -> int | None:
-    if batch is None:
-        return None
-    args, kwargs = batch
-    first = (list(args) + list(kwargs.values()))[0]
-    return int(first.shape[0])
+def _calibration(calib: Any, example_inputs: tuple | None, cfg: SparsityConfig, notes: list[str]) -> CalibrationData:
+    """All calibration samples (one forward pass sees them all); the example inputs, said in `notes`, without calib."""
+    if calib is None:
+        if example_inputs is None:
+            raise ConfigError(f"method '{cfg.method}' / allocation '{cfg.allocation}' needs calibration data",
+                              hint="pass calib=... (e.g. 128 real samples) or example_inputs")
+        notes.append("calibrated on the example inputs only (no calib=... given): pass real samples for real accuracy")
+    return as_data(calib, example_inputs)
 
 
 def _sequential(model, layers, cfg, sparsities, batch, results, progress) -> None:

@@ -1,4 +1,4 @@
-"""Calibration plumbing: which layers to sparsify, calibration batches, and a layer's input matrix.
+"""Calibration plumbing: which layers to sparsify and a layer's input matrix (the data itself: edgeprune.data).
 
 A layer's calibration input X is returned as rows = samples (tokens or conv output positions),
 columns in the layer's matrix-view order (see patterns.to_matrix): for Conv that is the unfolded
@@ -7,7 +7,7 @@ columns in the layer's matrix-view order (see patterns.to_matrix): for Conv that
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -36,48 +36,6 @@ def unsupported_reason(mod: nn.Module) -> str | None:
         if mod.padding_mode != "zeros":
             return f"conv padding_mode={mod.padding_mode} is not supported by the input capture"
     return None
-
-
-def as_batches(calib: Any) -> list[tuple[tuple, dict]]:
-    """Normalise calibration data to a list of (args, kwargs) batches.
-
-    Accepts a tensor, a tuple of tensors (one batch of positional inputs), a dict (keyword inputs),
-    or an iterable (list, DataLoader) of any of these.
-    """
-    if calib is None:
-        return []
-    if isinstance(calib, torch.Tensor):
-        return [((calib,), {})]
-    if isinstance(calib, dict):
-        return [((), dict(calib))]
-    if isinstance(calib, tuple) and all(isinstance(t, torch.Tensor) for t in calib):
-        return [(tuple(calib), {})]
-    if isinstance(calib, Iterable):
-        out = []
-        for item in calib:
-            out.extend(as_batches(item))
-        return out
-    raise ConfigError(f"cannot use {type(calib).__name__} as calibration data",
-                      hint="pass a tensor, a tuple of input tensors, a dict, or a list/DataLoader of them")
-
-
-def concat_batches(batches: list[tuple[tuple, dict]]) -> tuple[tuple, dict]:
-    """One batch from many (dim 0): the sequential pass sparsifies each layer once, on all samples."""
-    if len(batches) == 1:
-        return batches[0]
-    try:
-        args = tuple(torch.cat([b[0][i] for b in batches]) for i in range(len(batches[0][0])))
-        kwargs = {k: torch.cat([b[1][k] for b in batches]) for k in batches[0][1]}
-    except (RuntimeError, IndexError, KeyError) as err:
-        raise ConfigError(f"calibration batches cannot be concatenated: {err}",
-                          hint="give all calibration batches the same shapes except dim 0 (pad sequences)") from err
-    return args, kwargs
-
-
-def take(batch: tuple[tuple, dict], n: int) -> tuple[tuple, dict]:
-    """The first n samples of a batch."""
-    args, kwargs = batch
-    return tuple(a[:n] for a in args), {k: v[:n] for k, v in kwargs.items()}
 
 
 def input_matrix(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -123,4 +81,4 @@ class Moments:
         return self.h * (2.0 / max(1, self.n))
 
 
-__all__ = ["target_layers", "unsupported_reason", "as_batches", "concat_batches", "take", "input_matrix", "Moments"]
+__all__ = ["target_layers", "unsupported_reason", "input_matrix", "Moments"]

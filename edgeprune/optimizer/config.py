@@ -1,0 +1,64 @@
+"""OptimizeConfig: everything `edgeprune.optimize` and `edgeprune optimize` can be asked, as one frozen value.
+
+The CLI builds exactly this object from its options, so a Python call and a command line with the same values
+do the same thing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edgeprune.errors import ConfigError
+from edgeprune.recover.config import RecoverConfig
+
+DEFAULT_SPEEDUP = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizeConfig:
+    """Budget (exactly one of speedup / latency_ms / macs_ratio; none given = speedup 1.5), target, metric, recovery.
+
+    metric: top1 | agreement | perplexity | cosine | neighbours, on held-out eval data; None = by the model's head
+    (classifier -> agreement, encoder embeddings -> neighbours, causal LM -> perplexity; see edgeprune.metrics).
+    max_drop: the largest drop of that metric accepted, in its unit (points; perplexity: ppl).
+    """
+
+    speedup: float | None = None
+    latency_ms: float | None = None
+    macs_ratio: float | None = None
+    profile: Any = "host"  # a profile name, "host", a YAML path or a loaded DeviceProfile
+    runtime: str | None = None
+    metric: str | None = None
+    max_drop: float = 1.0
+    recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
+    importance: str = "numerical"
+    allocation: str = "sensitivity"
+    attention: str = "auto"  # auto | off: block-sparse attention where the latency model says it pays
+    threads: int | None = None
+    calib_samples: int = 128  # samples of the calibration data used by compensation and sensitivity
+    max_rounds: int = 3
+    rounds: int = 20
+    iters: int = 100
+    max_candidates: int = 24
+    seed: int = 0
+
+    def __post_init__(self):
+        given = [x for x in (self.speedup, self.latency_ms, self.macs_ratio) if x is not None]
+        if not given:
+            object.__setattr__(self, "speedup", DEFAULT_SPEEDUP)
+        elif len(given) > 1:
+            raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
+        if not self.max_drop >= 0:
+            raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")
+        if self.attention not in ("auto", "off"):
+            raise ConfigError(f"attention must be auto or off, got {self.attention!r}", hint="--sparse-attention auto|off")
+        for name in ("calib_samples", "max_rounds", "rounds", "iters", "max_candidates"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", hint="use the default")
+        if self.metric is not None:
+            from edgeprune.metrics import get_metric
+
+            get_metric(self.metric)  # an unknown name fails here, listing the known ones
+
+    def replace(self, **changes) -> "OptimizeConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,93 @@
+"""recover(): the staged loop, cheapest first, measuring after each stage and stopping when the metric is back.
+
+compensation (already done by the pruner) -> BN re-estimation -> verify -> block-local reconstruction -> verify
+-> end-to-end distillation (evaluating every ~20 s, keeping the best) -> verify. A stage that leaves the held-out
+score lower than before it is undone (docs/METHODS.md §9).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from edgeprune.recover.blockwise import reconstruct_blocks
+from edgeprune.recover.bn import has_batchnorm, reestimate_bn
+from edgeprune.recover.config import RecoverConfig, RecoverReport, StageResult
+from edgeprune.recover.distill import DistillSetup, distill
+from edgeprune.recover.loop import Say, step_generator
+from edgeprune.recover.losses import augment_images, is_image_batch
+
+BLOCK_CACHE_SAMPLES = 256  # samples whose block inputs/outputs are cached per block (MiniLM: ~50 MB a block)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _staged(name: str, student: nn.Module, run: Callable[[], tuple[int, str]], verify, best: float,
+            report: RecoverReport) -> float:
+    """Run one stage; keep it only if the held-out score did not fall. Returns the score after it."""
+    before, t0 = _state(student), time.perf_counter()
+    steps, note = run()
+    score = verify(student)
+    if score < best:
+        student.load_state_dict(before)
+        note = (note + "; " if note else "") + f"undone: score {score:.2f} < {best:.2f} before it"
+        score = best
+    report.stages.append(StageResult(name, score, time.perf_counter() - t0, steps, note))
+    return score
+
+
+def _block_batches(batches: Sequence[tuple], seed: int, augment: bool) -> list[tuple]:
+    """Up to BLOCK_CACHE_SAMPLES training samples in batches; images get augmented views (fixed by seed)."""
+    out, n = [], 0
+    for i, b in enumerate(batches):
+        if n >= BLOCK_CACHE_SAMPLES:
+            break
+        out.append((augment_images(b[0], step_generator(seed, -1 - i)),) if augment else b)
+        n += int(b[0].shape[0])
+    return out
+
+
+def recover(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], setup: DistillSetup, config: RecoverConfig, *,
+            verify: Callable[[nn.Module], float], is_recovered: Callable[[float], bool], score: float,
+            say: Say = lambda m: None, fingerprint: str = "") -> RecoverReport:
+    """Recover `student` in place toward `teacher` on training `batches`; `score` is its held-out score now."""
+    report = RecoverReport(stages=[StageResult("compensation", score, 0.0)])
+    if config.mode == "off":
+        report.stopped = "off"
+        return report
+    torch.manual_seed(config.seed)
+    if has_batchnorm(student) and not config.resume:
+        say("recovering: re-estimating BatchNorm statistics")
+        score = _staged("bn", student, lambda: (0, "{layers} BN layers, {samples} samples, mean |shift| {mean_shift:.4f}".format(
+            **reestimate_bn(student, batches, config.bn_samples))), verify, score, report)
+    if config.mode == "bn" or not config.distills or (config.mode == "auto" and is_recovered(score)):
+        report.stopped = "recovered" if is_recovered(score) else config.mode
+        return report
+    budget, t0 = config.minutes * 60.0, time.perf_counter()
+    images = config.augment == "auto" and is_image_batch(batches[0])
+    use_blocks = config.blockwise == "on" or (config.blockwise == "auto" and len(setup.blocks) >= 2)
+    if use_blocks and not config.resume:
+        say(f"recovering: block-local reconstruction of {len(setup.blocks)} pruned blocks")
+        cache = _block_batches(batches, config.seed, images)
+        score = _staged("blockwise", student, lambda: (sum(o.steps for o in reconstruct_blocks(
+            student, teacher, list(setup.blocks), cache, lr=config.lr * 10, budget_s=budget * config.blockwise_share,
+            seed=config.seed, say=say)), ""), verify, score, report)
+        if config.mode == "auto" and is_recovered(score):
+            report.stopped = "recovered"
+            return report
+    left = budget - (time.perf_counter() - t0)
+    result: dict = {}
+
+    def run_distill() -> tuple[int, str]:
+        result.update(distill(student, teacher, batches, setup, config, budget_s=max(left, 1.0), verify=verify,
+                              is_recovered=is_recovered if config.mode == "auto" else (lambda s: False), score=score,
+                              say=say, fingerprint=fingerprint))
+        return result["steps"], result["note"]
+
+    score = _staged("distill", student, run_distill, verify, score, report)
+    report.stopped = "nan" if result.get("stopped") == "nan" else ("recovered" if is_recovered(score) else "budget")
+    return report
