@@ -12,6 +12,11 @@ def cnn_only():
     return make_cnn()[0]
 
 
+def cnn_with_inputs():
+    model, _ = make_cnn()
+    return model, (torch.randn(1, 3, 32, 32),)
+
+
 def not_a_model():
     return 42
 

@@ -10,9 +10,10 @@ import torch
 from edgeprune.attention import AttentionSparsityConfig, attention_layers
 from edgeprune.attention.latency import AttentionShape, estimate_attention
 from edgeprune.errors import ConfigError
-from edgeprune.optimizer import apply_plan, optimize
+from edgeprune.optimizer import OptimizeConfig, apply_plan, optimize
 from edgeprune.optimizer.attention import PAYS, decide_attention
 from edgeprune.planner import Plan
+from edgeprune.recover import RecoverConfig
 
 
 class Target:
@@ -84,8 +85,10 @@ def test_auto_at_short_sequence_is_not_applied(profile, measured):
 def test_forced_config_applies_after_head_pruning_and_plan_reproduces():
     model, inputs, calib = _bert(seq=64)
     cfg = AttentionSparsityConfig(density=0.25, block_size=16, window=0, global_tokens=0)  # 4 blocks, 1 kept
-    result = optimize(model, inputs, profile=Target(), runtime="onnxruntime", speedup=1.5, calib=calib, max_drop=100.0,
-                      input_names=["input_ids", "attention_mask"], attention=cfg)
+    config = OptimizeConfig(profile=Target(), runtime="onnxruntime", speedup=1.5, max_drop=100.0, attention=cfg,
+                            recover=RecoverConfig(mode="off"))
+    held = [(torch.randint(0, 64, (8, 64), generator=torch.Generator().manual_seed(9)), torch.ones(8, 64, dtype=torch.long))]
+    result = optimize(model, inputs, config, calib=calib, eval_data=held, input_names=["input_ids", "attention_mask"])
     rec = result.plan.attention
     assert rec["applied"] is True and rec["source"] == "forced"
     assert set(rec["layers"]) == set(attention_layers(result.model))
@@ -93,12 +96,12 @@ def test_forced_config_applies_after_head_pruning_and_plan_reproduces():
     assert len(heads) == 2 and sum(heads) < 8  # heads were pruned first, sparse attention runs on the rest
 
     with torch.no_grad():
-        ref = apply_plan(dataclasses.replace(result.plan, attention=None), model, inputs, calib=calib)(*inputs)
+        ref = apply_plan(dataclasses.replace(result.plan, attention=None), model, inputs, calib=result.calib_data)(*inputs)
         out = result.model(*inputs)
         rel = float((out - ref).norm() / ref.norm())
     assert 0.01 < rel < 0.25, rel  # sparse attention changed the pruned model (0.079 measured), by a bounded amount  # sparse attention changed the pruned model, by a bounded amount
 
-    again = apply_plan(Plan.from_json(result.plan.to_json()), model, inputs, calib=calib)
+    again = apply_plan(Plan.from_json(result.plan.to_json()), model, inputs, calib=result.calib_data)
     with torch.no_grad():
         assert float((again(*inputs) - out).abs().max()) <= 1e-5
 

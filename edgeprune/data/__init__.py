@@ -19,7 +19,7 @@ What lives here:
 Sampling is deterministic: the first `n` of a seeded permutation of the sorted sources, so the same files
 give the same samples on every machine. Bad input raises CalibrationError (a ConfigError: one line, exit 2).
 """
-from edgeprune.data.adapt import as_data
+from edgeprune.data.adapt import as_data, trim_padding
 from edgeprune.data.core import DEFAULT_SAMPLES, CalibrationData, check_finite, sample_indices
 from edgeprune.data.errors import CalibrationError
 from edgeprune.data.images import ImagePreprocess

@@ -61,8 +61,12 @@ def _scorer(model: nn.Module, example_inputs: tuple, names: list[str], eval_d, c
 
     name = config.metric or default_metric_name(model, example_inputs, names)
     labels = torch.as_tensor(eval_d.labels) if getattr(eval_d, "labels", None) is not None else None
+    from edgeprune.data import trim_padding
+
     batch = max(1, min(32, len(eval_d)))
-    bound = get_metric(name).bind(model, eval_d.batches(batch, drop_last=False), labels=labels, input_names=names)
+    mask = names.index("attention_mask") if "attention_mask" in names else None
+    batches = [trim_padding(b, mask) for b in eval_d.batches(batch, drop_last=False)]  # exact; far less work on text
+    bound = get_metric(name).bind(model, batches, labels=labels, input_names=names)
     return name, bound, bound.drop, bound.dense_score
 
 

@@ -33,7 +33,7 @@ class OptimizeConfig:
     recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
     importance: str = "numerical"
     allocation: str = "sensitivity"
-    attention: str = "auto"  # auto | off: block-sparse attention where the latency model says it pays
+    attention: Any = "auto"  # auto | off | an AttentionSparsityConfig (forced): block-sparse attention where it pays
     threads: int | None = None
     calib_samples: int = 128  # samples of the calibration data used by compensation and sensitivity
     max_rounds: int = 3
@@ -50,7 +50,7 @@ class OptimizeConfig:
             raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
         if not self.max_drop >= 0:
             raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")
-        if self.attention not in ("auto", "off"):
+        if isinstance(self.attention, str) and self.attention not in ("auto", "off"):
             raise ConfigError(f"attention must be auto or off, got {self.attention!r}", hint="--sparse-attention auto|off")
         for name in ("calib_samples", "max_rounds", "rounds", "iters", "max_candidates"):
             if int(getattr(self, name)) < 1:

@@ -55,7 +55,7 @@ class Job:
             Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
             (Path(config.checkpoint_dir) / "keep.json").write_text(json.dumps(keep))
         mask = self.input_names.index("attention_mask") if "attention_mask" in self.input_names else None
-        setup = DistillSetup(self.kind, mask, find_blocks(self.dense, pruned))
+        setup = DistillSetup(self.kind, mask, find_blocks(self.dense, pruned, self.calib_batches[0]))
         report = recover(pruned, self.dense, self.train_batches, setup, config, verify=self.score,
                          is_recovered=lambda s: self.drop(s) <= self.max_drop, score=score, say=self.say,
                          fingerprint=self.fingerprint(keep))

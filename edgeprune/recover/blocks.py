@@ -28,9 +28,10 @@ def _pruned(teacher: nn.Module, student: nn.Module) -> bool:
     return any(n in t and t[n].shape != p.shape for n, p in student.named_parameters())
 
 
-def find_blocks(teacher: nn.Module, student: nn.Module) -> list[str]:
+def find_blocks(teacher: nn.Module, student: nn.Module, example: tuple) -> list[str]:
     """Names of the pruned blocks, in forward order: the children of the ModuleList/Sequential holding the most
-    pruned children (nested Sequentials are searched too, e.g. EfficientNet's stages of blocks)."""
+    pruned children whose output keeps the dense shape (nested Sequentials are searched too, e.g. EfficientNet's
+    stages of blocks). A block whose own output channels were cut has no dense target to fit, so it is left out."""
     t_mods = dict(teacher.named_modules())
     best: list[str] = []
     for name, mod in student.named_modules():
@@ -40,7 +41,12 @@ def find_blocks(teacher: nn.Module, student: nn.Module) -> list[str]:
         pruned = [n for n, c in kids if n in t_mods and _pruned(t_mods[n], c)]
         if len(pruned) > len(best):
             best = pruned
-    return best
+    if not best:
+        return []
+    with torch.no_grad(), capture_outputs(teacher, best) as t_out, capture_outputs(student, best) as s_out:
+        teacher(*example)
+        student(*example)
+    return [n for n in best if n in t_out and n in s_out and t_out[n].shape == s_out[n].shape]
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from edgeprune.data import trim_padding
 from edgeprune.recover import checkpoint
 from edgeprune.recover.bn import BN_TYPES
 from edgeprune.recover.blocks import capture_outputs, first_tensor
@@ -51,7 +52,7 @@ def make_step_loss(student, teacher, data: tuple[torch.Tensor, ...], setup: Dist
     def step_loss(step: int) -> torch.Tensor:
         gen = step_generator(config.seed, step)
         idx = torch.randint(0, n, (min(config.batch_size, n),), generator=gen)
-        inputs = tuple(t[idx] for t in data)
+        inputs = trim_padding(tuple(t[idx] for t in data), setup.mask_index)  # exact, and ~4x less work on short text
         if images:
             inputs = (augment_images(inputs[0], gen),)
         mask = inputs[setup.mask_index] if setup.mask_index is not None else None

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from edgeprune.data import trim_padding
 from edgeprune.recover.blockwise import reconstruct_blocks
 from edgeprune.recover.bn import has_batchnorm, reestimate_bn
 from edgeprune.recover.config import RecoverConfig, RecoverReport, StageResult
@@ -40,13 +41,14 @@ def _staged(name: str, student: nn.Module, run: Callable[[], tuple[int, str]], v
     return score
 
 
-def _block_batches(batches: Sequence[tuple], seed: int, augment: bool) -> list[tuple]:
-    """Up to BLOCK_CACHE_SAMPLES training samples in batches; images get augmented views (fixed by seed)."""
+def _block_batches(batches: Sequence[tuple], seed: int, augment: bool, mask_index: int | None) -> list[tuple]:
+    """Up to BLOCK_CACHE_SAMPLES training samples in batches (trailing padding trimmed); images get augmented views
+    (fixed by seed)."""
     out, n = [], 0
     for i, b in enumerate(batches):
         if n >= BLOCK_CACHE_SAMPLES:
             break
-        out.append((augment_images(b[0], step_generator(seed, -1 - i)),) if augment else b)
+        out.append((augment_images(b[0], step_generator(seed, -1 - i)),) if augment else trim_padding(b, mask_index))
         n += int(b[0].shape[0])
     return out
 
@@ -72,7 +74,7 @@ def recover(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], se
     use_blocks = config.blockwise == "on" or (config.blockwise == "auto" and len(setup.blocks) >= 2)
     if use_blocks and not config.resume:
         say(f"recovering: block-local reconstruction of {len(setup.blocks)} pruned blocks")
-        cache = _block_batches(batches, config.seed, images)
+        cache = _block_batches(batches, config.seed, images, setup.mask_index)
         score = _staged("blockwise", student, lambda: (sum(o.steps for o in reconstruct_blocks(
             student, teacher, list(setup.blocks), cache, lr=config.lr * 10, budget_s=budget * config.blockwise_share,
             seed=config.seed, say=say)), ""), verify, score, report)

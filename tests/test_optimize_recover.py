@@ -1,0 +1,89 @@
+"""optimize with the user's data, a held-out metric and recovery: CLI and Python API, on a small real CNN."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeprune.cli import main
+
+HERE = Path(__file__).parent
+SPEC = f"{HERE / 'models_for_cli.py'}:cnn_with_inputs"
+OFF_HOST = ["--profile", "jetson-orin-nano", "--runtime", "onnxruntime"]  # roofline latency: no timing in tests
+
+
+def _images(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+    x += np.linspace(-1, 1, 32, dtype=np.float32)[None, None, :, None] * rng.uniform(0, 2, (n, 3, 1, 1)).astype(np.float32)
+    np.save(path, x)
+    return path
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return {k: _images(tmp_path / f"{k}.npy", n, s) for k, n, s in (("calib", 32, 0), ("train", 64, 1), ("eval", 32, 2))}
+
+
+def test_optimize_reports_held_out_score_after_each_recovery_stage(tmp_path, data):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["optimize", SPEC, *OFF_HOST, "--speedup", "1.5", "--calib", str(data["calib"]),
+                                       "--train", str(data["train"]), "--eval-data", str(data["eval"]), "--metric", "agreement",
+                                       "--recover", "distill", "--recover-minutes", "0.15", "--max-drop", "100", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["metric"] == "agreement" and doc["score_dense"] == 100.0
+    assert doc["data"]["eval"]["samples"] == 32 and doc["data"]["train"]["samples"] == 64
+    stages = doc["recovery"]["stages"]
+    assert [s["stage"] for s in stages][:2] == ["compensation", "bn"] and stages[-1]["stage"] == "distill"
+    scores = [s["score"] for s in stages]
+    assert scores == sorted(scores)  # a stage that lowered the held-out score is undone
+    assert stages[-1]["steps"] > 0 and doc["score"] == pytest.approx(scores[-1])
+    assert "Recovery (agreement on held-out data" in (out / "report.html").read_text()
+    assert "recovery (agreement on held-out data, dense 100.00): compensation" in result.output
+    assert not Path(str(out) + ".recover").exists()  # a finished run leaves nothing to resume
+
+
+def test_eval_data_overlapping_calib_is_refused(tmp_path, data):
+    from conftest import one_error_line
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["optimize", SPEC, *OFF_HOST, "--calib", str(data["calib"]), "--eval-data",
+                                       str(data["calib"]), "-o", str(out)])
+    line = one_error_line(result)
+    assert "eval data" in line and "calib" in line and not out.exists()
+
+
+def test_unknown_metric_is_refused(tmp_path, data):
+    result = CliRunner().invoke(main, ["optimize", SPEC, *OFF_HOST, "--metric", "bleu", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "bleu" in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_during_recovery_leaves_no_outdir(tmp_path, data, sig, code, word):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edgeprune.cli", "optimize", SPEC, *OFF_HOST, "--calib", str(data["calib"]),
+           "--train", str(data["train"]), "--eval-data", str(data["eval"]), "--recover", "distill",
+           "--recover-minutes", "5", "--max-drop", "100", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(HERE)))
+    started = Path(str(out) + ".recover") / "keep.json"  # written when recovery starts
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate()[1][-2000:]
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith(word) and "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temp copy left beside it
