@@ -28,10 +28,11 @@ from benchmarks import zoo  # noqa: E402
 from edgeprune.backends import get_backend  # noqa: E402
 from edgeprune import bench  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
-from edgeprune.cli_optimize import masked_embedding_fidelity  # noqa: E402
+from edgeprune.metrics import get_metric  # noqa: E402
 from edgeprune.export import export  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
-from edgeprune.optimizer import optimize  # noqa: E402
+from edgeprune.optimizer import OptimizeConfig, optimize  # noqa: E402
+from edgeprune.recover import RecoverConfig  # noqa: E402
 from edgeprune.pruning import StructuredConfig, prune  # noqa: E402
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
@@ -51,7 +52,8 @@ def minilm_setup():
 
     calib, held = batches(texts[:64]), batches(texts[1000:1256])
     example = tuple(t[:1] for t in calib[0])
-    return "MiniLM-L6", wrapped, example, NAMES, calib, held, masked_embedding_fidelity(wrapped, held)
+    # fidelity = mask-aware mean-pooled embedding cosine x 100 on the held-out snippets (edgeprune.metrics "cosine")
+    return "MiniLM-L6", wrapped, example, NAMES, calib, held, get_metric("cosine").bind(wrapped, held, input_names=NAMES)
 
 
 # Rows of zoo.imagenet_photos() (16 photos, then their mirrors): even photos calibrate, odd ones evaluate, so no
@@ -132,9 +134,10 @@ def run(setup, speedups, runtimes, tmp: Path):
         for target in speedups:
             print(f"[optimize] {name} {runtime} {target}x", flush=True)
             t0 = time.time()
-            res = optimize(model, example, profile="host", runtime=runtime, speedup=target, calib=calib, eval_inputs=held,
-                           evaluate=evaluate, max_drop=100.0, input_names=names, model_name=name, rounds=ROUNDS,
-                           iters=ITERS[name])
+            config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, max_drop=100.0, rounds=ROUNDS,
+                                    iters=ITERS[name], recover=RecoverConfig(mode="off"))
+            res = optimize(model, example, config, calib=calib, eval_data=held, evaluate=evaluate, input_names=names,
+                           model_name=name)
             wall = time.time() - t0
             uni = uniform_baseline(model, example, names, calib, evaluate, res.speedup["median"], 1 - 1 / target,
                                    runtime, dense_onnx, tmp, ITERS[name])
