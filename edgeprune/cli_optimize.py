@@ -6,6 +6,7 @@ the dense model on held-out ones, then prints the before/after table and the sco
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -32,6 +33,33 @@ def default_data(loaded):
         out.append(CalibrationData.from_texts(texts, builtin_path("minilm"), labels=labels, seq_len=128,
                                               source=f"rotten_tomatoes:{split}", input_names=loaded.input_names))
     return out
+
+
+class ProgressLine:
+    """One live line on stderr: the current stage, and during recovery a bar with the loss and the ETA.
+
+    Progress messages that carry "step N/M" (recovery loops) drive the bar; other messages only change the text."""
+
+    STEP = re.compile(r"step (\d+)/(\d+)")
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                                 console=err_console, transient=True)
+        self.progress.__enter__()
+        self.task = self.progress.add_task("optimizing", total=None)
+        return self
+
+    def update(self, message: str) -> None:
+        m = self.STEP.search(message)
+        if m:
+            self.progress.update(self.task, description=message, completed=int(m.group(1)), total=int(m.group(2)))
+        else:
+            self.progress.update(self.task, description=message, completed=0, total=None)
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
 
 
 def _load_eval(spec: str | None):
@@ -118,10 +146,9 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=profile, runtime=runtime,
                             metric=metric, max_drop=1.0 if max_drop is None else max_drop, recover=recover,
                             importance=importance, threads=threads, attention=sparse_attention, seed=seed)
-    with err_console.status("optimizing") as status:
+    with ProgressLine() as status:
         result = optimize(loaded.module, loaded.example_inputs, config, calib=sets[0], train=sets[1], eval_data=sets[2],
-                          evaluate=evaluate, input_names=loaded.input_names, model_name=loaded.name,
-                          progress=lambda msg: status.update(msg))
+                          evaluate=evaluate, input_names=loaded.input_names, model_name=loaded.name, progress=status.update)
         status.update("writing the output folder")
         result.save(outdir)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run finished: nothing left to resume
@@ -177,7 +204,8 @@ def apply_cmd(plan_path, model, input_shapes, output):
         raise ConfigError(f"plan not found: {plan_path}", hint="pass the plan.json written by `edgeprune optimize`")
     plan = Plan.from_json(Path(plan_path).read_text(), where=plan_path)
     loaded = load_model(model, input_shapes)
-    calib = default_data(loaded)[0] if model == "minilm" else None
+    # the same 128 of the 256 calibration snippets optimize's compensation used (OptimizeConfig.calib_samples, seed 0)
+    calib = default_data(loaded)[0].take(128, 0) if model == "minilm" else None
     pruned = apply_plan(plan, loaded.module, loaded.example_inputs, calib=calib)
     report = export(pruned, loaded.example_inputs, output, input_names=loaded.input_names)
     sparse = " and sparse attention" if plan.attention and plan.attention.get("applied") else ""

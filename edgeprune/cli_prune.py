@@ -32,6 +32,15 @@ def _check_options(output: str, onnx_path: str | None, ov_path: str | None, impo
 @click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
               help="Held-out data (same forms as --calib, sharing nothing with it): the pruned model is scored "
                    "against the dense one on it.")
+@click.option("--train", "train_path", type=click.Path(), metavar="DATA",
+              help="Recovery data (same forms as --calib): after pruning, BN re-estimation and distillation from the "
+                   "dense model, verified on --eval-data (required with it).")
+@click.option("--recover", "recover_mode", type=click.Choice(["auto", "bn", "distill"]), default="auto", show_default=True,
+              help="With --train: auto stops as soon as the held-out drop is within --max-drop.")
+@click.option("--recover-minutes", type=float, default=2.0, show_default=True)
+@click.option("--metric", type=click.Choice(["top1", "agreement", "perplexity", "cosine", "neighbours"]),
+              help="Held-out metric for recovery (default: by the model's head).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Recovery stops once the drop is within this.")
 @click.option("--n-calib", default=128, show_default=True, type=int, help="Calibration (and eval) samples used.")
 @click.option("--no-compensate", is_flag=True, help="Skip the least-squares refit of consumer layers.")
 @click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
@@ -41,8 +50,8 @@ def _check_options(output: str, onnx_path: str | None, ov_path: str | None, impo
 @click.option("--seq-len", default=128, show_default=True, type=int, help="Sequence length of HF example inputs.")
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
 @click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write validated OpenVINO IR (needs --export).")
-def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, n_calib, no_compensate, round_to,
-              profile_name, ignore, input_shapes, seq_len, onnx_path, ov_path):
+def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, train_path, recover_mode, recover_minutes,
+              metric, max_drop, n_calib, no_compensate, round_to, profile_name, ignore, input_shapes, seq_len, onnx_path, ov_path):
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
@@ -56,6 +65,9 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     from edgeprune.pruning import StructuredConfig, prune
 
     _check_options(output, onnx_path, ov_path, importance)
+    if train_path and not eval_path:
+        raise ConfigError("--train needs --eval-data: recovery is verified on held-out data",
+                          hint="add --eval-data DATA (samples neither --calib nor --train holds)")
     profile = None
     if profile_name:
         from edgeprune.profiles import load_profile
@@ -68,11 +80,14 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if loaded.module is None:
         raise ConfigError(f"{model} is ONNX; pruning needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
     with stage("reading data"):
-        calib, _, held_out = read_sets(loaded, ReadOptions(n=n_calib, seq_len=seq_len), calib=calib_path, eval_data=eval_path)
+        calib, train, held_out = read_sets(loaded, ReadOptions(n=n_calib, seq_len=seq_len), calib=calib_path,
+                                           train=train_path, eval_data=eval_path)
     before = count(loaded.module, loaded.example_inputs)
     t0 = time.perf_counter()
     with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
         pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib)
+    if train_path:
+        _recover(pruned, loaded, train, held_out, recover_mode, recover_minutes, metric, max_drop)
     seconds = time.perf_counter() - t0
     after = count(pruned, loaded.example_inputs)
     with stage(f"saving {output}"):
@@ -100,6 +115,20 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
             with stage(f"converting to {ov_path} and validating on openvino"):
                 export_openvino(onnx_path, ov_path, reference=(torch_outputs(pruned, loaded.example_inputs), feeds))
             console.print(f"wrote {ov_path} (validated on openvino)")
+
+
+def _recover(pruned, loaded, train, held_out, mode: str, minutes: float, metric: str | None, max_drop: float) -> None:
+    """BN re-estimation and distillation of `pruned` toward the dense model; prints the score after each stage."""
+    from edgeprune.cli_run import console, err_console
+    from edgeprune.recover import RecoverConfig, recover_model
+
+    with err_console.status("recovering") as status:
+        name, dense, report = recover_model(pruned, loaded.module, tuple(loaded.example_inputs), train=train,
+                                            eval_data=held_out, input_names=list(loaded.input_names), metric=metric,
+                                            config=RecoverConfig(mode=mode, minutes=minutes), max_drop=max_drop,
+                                            say=status.update)
+    stages = " -> ".join(f"{s.stage} {s.score:.2f} ({s.seconds / 60:.1f} min)" for s in report.stages)
+    console.print(f"recovery ({name} on held-out data, dense {dense:.2f}): {stages}; stopped: {report.stopped}")
 
 
 COMMANDS = [prune_cmd]

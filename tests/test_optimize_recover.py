@@ -87,3 +87,15 @@ def test_a_signal_during_recovery_leaves_no_outdir(tmp_path, data, sig, code, wo
     assert lines and lines[-1].startswith(word) and "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temp copy left beside it
+
+
+def test_prune_with_train_data_recovers_and_reports_each_stage(tmp_path, data):
+    out = tmp_path / "p.pt2"
+    args = ["prune", SPEC, "-o", str(out), "--ratio", "0.5", "--calib", str(data["calib"]), "--train", str(data["train"]),
+            "--eval-data", str(data["eval"]), "--recover", "distill", "--recover-minutes", "0.1", "--metric", "agreement"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("recovery (agreement"))
+    assert "compensation" in line and "bn" in line and "distill" in line and out.is_file()
+    missing = CliRunner().invoke(main, args[:-8] + ["--train", str(data["train"])])
+    assert missing.exit_code == 2 and "--train needs --eval-data" in missing.output

@@ -16,7 +16,8 @@ from torch import nn
 from edgeprune.errors import ConfigError
 from edgeprune.optimizer.config import OptimizeConfig
 from edgeprune.optimizer.core import OptimizeResult
-from edgeprune.optimizer.job import Job, distill_kind, resume_keep
+from edgeprune.optimizer.job import Job, resume_keep
+from edgeprune.recover.api import distill_kind
 
 HOLD_OUT = 0.25  # of calib, when no eval data is given
 RECOVER_BATCH = 16

@@ -63,18 +63,6 @@ class Job:
         return report.stages[-1].score, report.to_dict()
 
 
-def distill_kind(metric_name: str, dense_output: torch.Tensor) -> str:
-    """The distillation loss that fits the metric: KL on class logits, per-token KL for LMs, pooled cosine +
-    hidden-state MSE for embeddings, normalised MSE otherwise (e.g. segmentation maps, custom metrics)."""
-    if metric_name == "perplexity":
-        return "lm"
-    if metric_name in ("neighbours", "cosine") and dense_output.dim() == 3:
-        return "embedding"
-    if dense_output.dim() == 2:
-        return "logits"
-    return "other"
-
-
 def resume_keep(checkpoint_dir: Path | None) -> dict[str, int] | None:
     """The plan widths an interrupted recovery was working on (written before it started), if any."""
     if checkpoint_dir is None or not (Path(checkpoint_dir) / "keep.json").is_file():

@@ -41,13 +41,26 @@ def kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: t
     return per.mean() * t * t
 
 
+RELATIONAL_WEIGHT = float(__import__("os").environ.get("EDGEPRUNE_REL_W", "0"))
+
+
+def relational(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """[B, H] embeddings -> MSE between the in-batch cosine-similarity matrices (relational KD, Park et al. 2019).
+
+    Why: nearest neighbours depend on how samples sit relative to each other, which a per-sample cosine of 0.95
+    still leaves loose (sentence embeddings share a large common direction; ranks live in what is left)."""
+    s, t = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
+    return F.mse_loss(s @ s.t(), t @ t.t()) / (t @ t.t()).var().clamp_min(1e-8)
+
+
 def output_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
                 mask: torch.Tensor | None) -> torch.Tensor:
     if kind in ("logits", "lm") and student.dim() >= 2:
         return kl(student, teacher, temperature, mask if kind == "lm" else None)
     if kind == "embedding" and student.dim() == 3:
-        cos = F.cosine_similarity(pooled(student, mask), pooled(teacher, mask), dim=-1)
-        return (1.0 - cos).mean() + normalised_mse(student, teacher)
+        ps, pt = pooled(student, mask), pooled(teacher, mask)
+        loss = (1.0 - F.cosine_similarity(ps, pt, dim=-1)).mean() + normalised_mse(student, teacher)
+        return loss + RELATIONAL_WEIGHT * relational(ps, pt) if RELATIONAL_WEIGHT else loss
     return normalised_mse(student, teacher)
 
 

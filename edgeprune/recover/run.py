@@ -20,7 +20,7 @@ from edgeprune.recover.distill import DistillSetup, distill
 from edgeprune.recover.loop import Say, step_generator
 from edgeprune.recover.losses import augment_images, is_image_batch
 
-BLOCK_CACHE_SAMPLES = 256  # samples whose block inputs/outputs are cached per block (MiniLM: ~50 MB a block)
+BLOCK_CACHE_SAMPLES = int(__import__("os").environ.get("EDGEPRUNE_BLOCK_CACHE", "256"))  # samples cached per block
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
