@@ -115,6 +115,64 @@ def run_cell(setup, runtime: str, target: float, minutes: float):
     return _stage_rows(name, runtime, target, res, {"distill": extra(res.model)}, wall), res
 
 
+def _tp_cnn_at_macs(model, example, target_macs):
+    """Torch-Pruning MagnitudePruner (group L2, local) on a CNN, classifier ignored, ratio bisected to target MACs."""
+    import copy
+
+    import torch_pruning as tp
+
+    import edgeprune as ep
+
+    def make(r):
+        m = copy.deepcopy(model).eval()
+        ignored = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
+        tp.pruner.MagnitudePruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=r,
+                                  ignored_layers=ignored).step()
+        return m
+
+    lo, hi, best = 0.0, 0.9, None
+    for _ in range(10):
+        r = (lo + hi) / 2
+        m = make(r)
+        macs = ep.count(m, example).macs
+        if best is None or abs(macs - target_macs) < abs(best[1] - target_macs):
+            best = (m, macs)
+        lo, hi = (r, hi) if macs > target_macs else (lo, r)
+    return best
+
+
+def run_peer(setup, res, minutes: float, target_speedup: float):
+    """Torch-Pruning's magnitude pruning at the MACs edgeprune's plan kept, then the same recovery, the same data."""
+    import edgeprune as ep
+    from edgeprune.recover import recover_model
+
+    name, model, example, calib, train, held, metric, extra = setup
+    target = res.counts["optimized"]["macs"]
+    if name == "MiniLM-L6":
+        from benchmarks.tp_baseline import tp_magnitude_at_macs
+
+        pruned, macs, _ = tp_magnitude_at_macs(model, example, target)
+    else:
+        pruned, macs = _tp_cnn_at_macs(model, example, target)
+    t0 = time.time()
+    names = NAMES if name == "MiniLM-L6" else ["image"]
+    _, _, report = recover_model(pruned, model, example, train=train, eval_data=held, input_names=names, metric=metric,
+                                 config=RecoverConfig(mode="distill", minutes=minutes), max_drop=100.0)
+    wall = time.time() - t0
+    dense_macs = ep.count(model, example).macs
+    return [{"model": f"{name} (Torch-Pruning magnitude)", "runtime": res.runtime, "requested": target_speedup, "stage": st.stage, "score": st.score,
+             "metric": metric, "minutes": st.seconds / 60, "steps": st.steps, "note": st.note, "speedup": float("nan"),
+             "speedup_min": float("nan"), "speedup_max": float("nan"), "macs_ratio": macs / dense_macs,
+             **(extra(pruned) if st.stage == "distill" else {}), "wall_s": wall, "date_utc": zoo.machine_info()["date_utc"]}
+            for st in report.stages]
+
+
+def _speed(r) -> str:
+    if r["speedup"] != r["speedup"]:  # NaN: the peer's file is not timed (it is compared at equal MACs)
+        return "not timed (equal MACs)"
+    return f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+
+
 def markdown(rows) -> str:
     head = ["model", "runtime", "asked", "stage", "metric", "score", "extra", "speedup (min-max)", "MACs kept", "minutes", "steps"]
     out = ["# Recovery after pruning: score on held-out data after each stage", "",
@@ -123,7 +181,7 @@ def markdown(rows) -> str:
     for r in rows:
         extra = ", ".join(f"{k} {r[k]:.3f}" if k == "cosine" else f"{k} {r[k]:.1f}" for k in ("cosine", "probe_accuracy") if k in r)
         out.append(f"| {r['model']} | {r['runtime']} | {r['requested']}x | {r['stage']} | {r['metric']} | {r['score']:.2f} | "
-                   f"{extra} | {r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) | "
+                   f"{extra} | {_speed(r)} | "
                    f"{100 * r['macs_ratio']:.0f}% | {r['minutes']:.1f} | {r['steps']} |")
     return "\n".join(out) + "\n"
 
@@ -134,6 +192,7 @@ def main(argv=None):
                                        "effnet:onnxruntime:2.0")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--name", default="recover")
+    ap.add_argument("--peer", action="store_true", help="also Torch-Pruning magnitude at the same MACs, same recovery")
     args = ap.parse_args(argv)
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
     cache, rows = {}, []
@@ -141,8 +200,10 @@ def main(argv=None):
         key, runtime, target = cell.split(":")
         cache.setdefault(key, setups[key]())
         print(f"[recover] {cell}", flush=True)
-        new, _ = run_cell(cache[key], runtime, float(target), args.minutes)
+        new, res = run_cell(cache[key], runtime, float(target), args.minutes)
         rows += new
+        if args.peer:
+            rows += run_peer(cache[key], res, args.minutes, float(target))
         print(new, flush=True)
         zoo.write_results(args.name, rows, markdown(rows), vars(args))
     print(markdown(rows))

@@ -102,11 +102,13 @@ def _summary_table(result) -> Table:
 @click.option("--metric", type=click.Choice(sorted(METRIC_NAMES)),
               help="Held-out metric (default: by the model's head: classifier agreement, embeddings neighbours, LM perplexity).")
 @click.option("--eval", "eval_spec", help="module:fn or file.py:fn; fn(model) -> score in points (higher is better).")
-@click.option("--max-drop", type=float, help="Largest metric drop accepted (points; perplexity: ppl). Default 1.0.")
+@click.option("--max-drop", type=float, help="Largest metric drop accepted (points; perplexity: ppl). Default: 1 point, 30 for neighbours, 1 ppl.")
 @click.option("--recover", "recover_mode", type=click.Choice(["auto", "off", "bn", "distill"]), default="auto", show_default=True,
               help="auto: BN re-estimation, then block-local + end-to-end distillation while the drop exceeds --max-drop.")
 @click.option("--recover-minutes", type=float, default=RecoverConfig.minutes, show_default=True,
               help="Wall-clock budget of distillation per attempt.")
+@click.option("--recover-steps", type=int,
+              help="Fixed steps per recovery stage instead of --recover-minutes: a deterministic run under --seed.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Resume the interrupted recovery of OUTDIR (its checkpoint is OUTDIR.recover).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -118,7 +120,7 @@ def _summary_table(result) -> Table:
 @click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False),
               help="Also pack OUTDIR into a deployable NAME.tar.gz (see `edgeprune bundle`).")
 def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, calib, train, eval_data, image_size,
-                 metric, eval_spec, max_drop, recover_mode, recover_minutes, resume_dir, seed, importance, threads,
+                 metric, eval_spec, max_drop, recover_mode, recover_minutes, recover_steps, resume_dir, seed, importance, threads,
                  sparse_attention, outdir, bundle_path):
     """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, recover, verify, measure."""
     import shutil
@@ -141,10 +143,10 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     sets = read_data_options(loaded, calib, train, eval_data, image_size)
     if model == "minilm" and calib is None and train is None and eval_data is None:
         sets = default_data(loaded)
-    recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, seed=seed, checkpoint_dir=checkpoint_dir,
+    recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, steps=recover_steps, seed=seed, checkpoint_dir=checkpoint_dir,
                             resume=bool(resume_dir))
     config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=profile, runtime=runtime,
-                            metric=metric, max_drop=1.0 if max_drop is None else max_drop, recover=recover,
+                            metric=metric, max_drop=max_drop, recover=recover,
                             importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     with ProgressLine() as status:
         result = optimize(loaded.module, loaded.example_inputs, config, calib=sets[0], train=sets[1], eval_data=sets[2],
@@ -204,8 +206,8 @@ def apply_cmd(plan_path, model, input_shapes, output):
         raise ConfigError(f"plan not found: {plan_path}", hint="pass the plan.json written by `edgeprune optimize`")
     plan = Plan.from_json(Path(plan_path).read_text(), where=plan_path)
     loaded = load_model(model, input_shapes)
-    # the same 128 of the 256 calibration snippets optimize's compensation used (OptimizeConfig.calib_samples, seed 0)
-    calib = default_data(loaded)[0].take(128, 0) if model == "minilm" else None
+    # the same 256 calibration snippets optimize's compensation used (OptimizeConfig.calib_samples, seed 0)
+    calib = default_data(loaded)[0].take(256, 0) if model == "minilm" else None
     pruned = apply_plan(plan, loaded.module, loaded.example_inputs, calib=calib)
     report = export(pruned, loaded.example_inputs, output, input_names=loaded.input_names)
     sparse = " and sparse attention" if plan.attention and plan.attention.get("applied") else ""

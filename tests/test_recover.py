@@ -199,3 +199,25 @@ def test_nan_loss_stops_recovery_and_keeps_the_best_checkpoint(tmp_path):
     assert verify(student) == pytest.approx(out["best_score"], abs=1e-9)
     saved = torch.load(tmp_path / "ckpt" / "recover.pt", weights_only=True)
     assert saved["best_step"] == 20
+
+
+def test_recovery_with_fixed_steps_is_deterministic_under_a_seed(photos, dense_cnn):
+    from edgeprune.recover import recover
+    from edgeprune.recover.blocks import find_blocks
+
+    train, held = photos
+    x = torch.from_numpy(held.arrays[held.names[0]])
+    results = []
+    for _ in range(2):
+        student = prune(copy.deepcopy(dense_cnn), (x[:1],), StructuredConfig(ratio=0.5, importance="magnitude"))
+        batches = train.batches(16)
+        setup = DistillSetup("logits", None, find_blocks(dense_cnn, student, batches[0]))
+        config = RecoverConfig(mode="distill", steps=12, lr=1e-3, seed=5, blockwise="on")
+        report = recover(student, dense_cnn, batches, setup, config, verify=lambda m: _agreement(dense_cnn, m, x),
+                         is_recovered=lambda s: False, score=_agreement(dense_cnn, student, x))
+        results.append((report.to_dict(), [p.detach().clone() for p in student.parameters()]))
+    (rep_a, params_a), (rep_b, params_b) = results
+    assert [s["stage"] for s in rep_a["stages"]] == ["compensation", "bn", "blockwise", "distill"]
+    assert [s["score"] for s in rep_a["stages"]] == [s["score"] for s in rep_b["stages"]]
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+    assert rep_a["stages"][-1]["steps"] == 12

@@ -166,13 +166,15 @@ def held_out_score(dense: Any, changed: Any, data: CalibrationData, batch_size: 
     """Run both models on `data` (positional inputs in the data's order) and compare their first outputs."""
     import torch
 
+    from edgeprune.metrics import first_tensor
+
     ref, got, ndim = [], [], 0
     with torch.no_grad():
         for batch in data.batches(batch_size, drop_last=False):
-            out = _first_tensor(dense(*batch))
+            out = first_tensor(dense(*batch))
             ndim = out.ndim
             ref.append(out.float().flatten(1))  # (B, features)
-            got.append(_first_tensor(changed(*batch)).float().flatten(1))
+            got.append(first_tensor(changed(*batch)).float().flatten(1))
     ref_all, got_all = torch.cat(ref), torch.cat(got)
     cosine = float(torch.nn.functional.cosine_similarity(ref_all, got_all, dim=1).mean())
     top1 = accuracy = None
@@ -183,18 +185,6 @@ def held_out_score(dense: Any, changed: Any, data: CalibrationData, batch_size: 
             accuracy = (float((ref_all.argmax(1) == labels).float().mean()),
                         float((got_all.argmax(1) == labels).float().mean()))
     return HeldOutScore(len(data), cosine, top1, accuracy)
-
-
-def _first_tensor(out: Any):
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, (tuple, list)):
-        return next(t for t in out if isinstance(t, torch.Tensor))
-    raise CalibrationError(f"the model returned {type(out).__name__}, not a tensor", hint="return a tensor (or a tuple of them)")
 
 
 __all__ = ["ReadOptions", "read_data", "read_sets", "data_options", "read_data_options", "model_specs", "tokenizer_source",

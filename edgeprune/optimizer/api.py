@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError
-from edgeprune.optimizer.config import OptimizeConfig
+from edgeprune.optimizer.config import DEFAULT_MAX_DROP, OptimizeConfig
 from edgeprune.optimizer.core import OptimizeResult
 from edgeprune.optimizer.job import Job, resume_keep
 from edgeprune.recover.api import distill_kind
@@ -102,7 +102,8 @@ def optimize(model: nn.Module, example_inputs: Any, config: OptimizeConfig | Non
         kind = distill_kind(metric, first_tensor(model(*example_inputs)))
     rc = config.recover
     job = Job(calib_d, calib_d.batches(min(32, len(calib_d))), train_d.batches(min(RECOVER_BATCH, len(train_d))), names, model_name,
-              metric, score, drop, score_dense, model, kind, rc, config.max_drop, _summary(calib_d, train_d, eval_d), say,
+              metric, score, drop, score_dense, model, kind, rc,
+              DEFAULT_MAX_DROP[metric] if config.max_drop is None else config.max_drop, _summary(calib_d, train_d, eval_d), say,
               workdir, resume_keep(rc.checkpoint_dir) if rc.resume else None)
     if rc.resume and job.resume_keep is None:
         raise ConfigError(f"nothing to resume in {rc.checkpoint_dir}", hint="run without --resume")

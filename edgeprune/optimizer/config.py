@@ -11,7 +11,11 @@ from typing import Any
 from edgeprune.errors import ConfigError
 from edgeprune.recover.config import RecoverConfig
 
-DEFAULT_SPEEDUP = 1.5
+DEFAULT_SPEEDUP = 1.3
+# the drop accepted when max_drop is not given, by metric (points; perplexity: ppl). 10-NN overlap moves in whole
+# neighbours and is far stricter than a per-sample cosine: a 25%-pruned MiniLM-L6 at embedding cosine 0.96 keeps
+# ~73% of each snippet's neighbours (benchmarks/results/recover.md)
+DEFAULT_MAX_DROP = {"top1": 1.0, "agreement": 1.0, "cosine": 1.0, "neighbours": 30.0, "perplexity": 1.0, "custom": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +24,8 @@ class OptimizeConfig:
 
     metric: top1 | agreement | perplexity | cosine | neighbours, on held-out eval data; None = by the model's head
     (classifier -> agreement, encoder embeddings -> neighbours, causal LM -> perplexity; see edgeprune.metrics).
-    max_drop: the largest drop of that metric accepted, in its unit (points; perplexity: ppl).
+    max_drop: the largest drop of that metric accepted, in its unit (points; perplexity: ppl); None = the metric's
+    default (DEFAULT_MAX_DROP).
     """
 
     speedup: float | None = None
@@ -29,13 +34,13 @@ class OptimizeConfig:
     profile: Any = "host"  # a profile name, "host", a YAML path or a loaded DeviceProfile
     runtime: str | None = None
     metric: str | None = None
-    max_drop: float = 1.0
+    max_drop: float | None = None
     recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
     importance: str = "numerical"
     allocation: str = "sensitivity"
     attention: Any = "auto"  # auto | off | an AttentionSparsityConfig (forced): block-sparse attention where it pays
     threads: int | None = None
-    calib_samples: int = 128  # samples of the calibration data used by compensation and sensitivity
+    calib_samples: int = 256  # samples of the calibration data used by compensation and sensitivity
     max_rounds: int = 3
     rounds: int = 20
     iters: int = 100
@@ -48,7 +53,7 @@ class OptimizeConfig:
             object.__setattr__(self, "speedup", DEFAULT_SPEEDUP)
         elif len(given) > 1:
             raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
-        if not self.max_drop >= 0:
+        if self.max_drop is not None and not self.max_drop >= 0:
             raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")
         if isinstance(self.attention, str) and self.attention not in ("auto", "off"):
             raise ConfigError(f"attention must be auto or off, got {self.attention!r}", hint="--sparse-attention auto|off")

@@ -28,8 +28,8 @@ class Attempt:
     predicted_ms: float
     measured_ms: float | None
     speedup: dict[str, float] | None
-    score: float
-    drop: float
+    score: float | None  # None: re-planned on its measured speed before it was recovered and scored
+    drop: float | None
     accepted: bool
     note: str = ""
     drop_ok: bool = True  # the score drop was within max_drop (accepted may still be False: re-planned)
@@ -67,6 +67,7 @@ class OptimizeResult:
     latency_context: dict[str, Any] | None = None  # the per-conv in-context correction (context.py), if any
     metric: str = "fidelity"  # the held-out metric the scores are in (edgeprune.metrics), or "custom" (evaluate=)
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # calib/train/eval sources and sample counts
+    max_drop: float | None = None  # the drop limit the run used (config's, or the metric's default)
     calib_data: Any = None  # the CalibrationData compensation used: apply_plan(plan, model, inputs, calib=it) reproduces
 
     def save(self, outdir: str | Path, *, openvino: bool = True) -> Path:

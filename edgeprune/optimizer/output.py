@@ -21,7 +21,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema": "edgeprune.report/1", "model": model_name, "profile": result.profile, "runtime": result.runtime,
         "precision": "fp32", "env": environment(), "seconds": round(result.seconds, 1),
-        "metric": result.metric, "data": result.data, "max_drop_met": bool(result.attempts and result.attempts[-1].accepted),
+        "metric": result.metric, "data": result.data, "max_drop": result.max_drop, "max_drop_met": bool(result.attempts and result.attempts[-1].accepted),
         "score_dense": result.score_dense, "score": result.score, "counts": result.counts,
         "recovery": result.attempts[-1].recovery if result.attempts else None,
         "predicted_ms": result.predicted_ms, "measured_ms": result.optimized_ms, "dense_ms": result.dense_ms,

@@ -224,7 +224,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     t_start = time.perf_counter()
     say = job.say
     threads, rounds, iters, importance = config.threads, config.rounds, config.iters, config.importance
-    speedup, latency_ms, macs_ratio, max_drop = config.speedup, config.latency_ms, config.macs_ratio, config.max_drop
+    speedup, latency_ms, macs_ratio, max_drop = config.speedup, config.latency_ms, config.macs_ratio, job.max_drop
     profile, on_host = _resolve_profile(config.profile)
     runtime = _pick_runtime(profile, config.runtime, on_host)
     measured = on_host and runtime in MEASURABLE
@@ -313,7 +313,6 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
         say(f"pruning (round {round_i + 1}) with compensation")
         current = dataclasses.replace(plan, groups=[dict(g, keep=keep[g["name"]]) for g in plan.groups])
         pruned = apply_plan(current, model, example_inputs, calib=batches)
-        score, recovery = job.recover(pruned, keep)
         pruned_onnx = work / f"optimized_{round_i}.onnx"
         say("exporting and validating the optimized model")
         export(pruned, example_inputs, pruned_onnx, input_names=names)
@@ -327,22 +326,28 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
             bench, (spd,) = _measure_against_dense(dense_onnx, [pruned_onnx], runtime, feeds, threads, rounds, iters)
             measured_ms = bench[1].stats.p50
             predicted = ratio * bench[0].stats.p50
+        last = round_i == config.max_rounds - 1
+        if measured and macs_ratio is None and not frozen and not last:
+            # Speed is fixed by the widths, so a plan off its budget is re-planned before any recovery is spent on it.
+            attempt = Attempt(dict(keep), predicted, measured_ms, spd, None, None, False, "", False, predicted_ratio=ratio)
+            replanned = _replan_if_off(fraction, fit, keep, fixed, total_dense, options, job.model_name, plan,
+                                       importance, joint_total, attempt, measured_plans)
+            if replanned is not None:
+                attempt.note += " (not recovered or scored: its speed missed the budget)"
+                attempts.append(attempt)
+                kept.append((pruned, pruned_onnx, bench))
+                fit, keep = replanned
+                continue
+        score, recovery = job.recover(pruned, keep)
+        if recovery["stages"][-1]["stage"] != "compensation":  # recovery changed the weights: export them again
+            export(pruned, example_inputs, pruned_onnx, input_names=names)
         drop = job.drop(score)
         ok = drop <= max_drop
         attempts.append(Attempt(dict(keep), predicted, measured_ms, spd, score, drop, ok,
                                 "accepted" if ok else f"drop {drop:.2f} > max_drop {max_drop}: backing off", ok,
                                 predicted_ratio=ratio, recovery=recovery))
         kept.append((pruned, pruned_onnx, bench))
-        if round_i == config.max_rounds - 1:
-            break
-        if ok and measured and macs_ratio is None and not frozen:
-            replanned = _replan_if_off(fraction, fit, keep, fixed, total_dense, options, job.model_name, plan,
-                                        importance, joint_total, attempts[-1], measured_plans)
-            if replanned is None:
-                break
-            fit, keep = replanned
-            continue
-        if ok:
+        if last or ok:
             break
         # Back off: restore the group that lost the most importance (its units mattered most).
         lost = sorted((o for o in options if keep[o.name] < o.width and o.name not in frozen),
@@ -377,5 +382,5 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
                             attempts[-1].predicted_ms, score_dense, attempts[-1].score, attempts, counts,
                             time.perf_counter() - t_start, runtime, final_plan.profile, pruned_onnx, bench, context)
     result._tmp = tmp  # keep exported files alive with the result
-    result.metric, result.data, result.calib_data = job.metric_name, job.data_summary, job.calib
+    result.metric, result.data, result.calib_data, result.max_drop = job.metric_name, job.data_summary, job.calib, job.max_drop
     return result

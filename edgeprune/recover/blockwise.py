@@ -3,6 +3,11 @@
 For each pruned block b in forward order: feed it the *student's* input (the output of the already-recovered
 blocks before it, so errors do not pile up) and train only block b to reproduce the dense block's output.
 One step touches one block: about 1/L of an end-to-end step, and it converges in far fewer steps.
+
+Caching is linear in the number of blocks: the dense model runs once with every block's output captured, and
+where block b+1 reads block b's output (a transformer's layer stack, a Sequential), the student's inputs to b+1
+are computed by running the recovered block b on its cached inputs. Elsewhere they are recomputed from the
+model's inputs (one partial forward per block).
 """
 from __future__ import annotations
 
@@ -11,43 +16,85 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgeprune.recover.blocks import block_io, first_tensor
+from edgeprune.recover.blocks import block_io, capture_outputs, first_tensor
 from edgeprune.recover.loop import LoopOutcome, Say, run_loop, step_generator
 from edgeprune.recover.losses import normalised_mse
 
+Cached = tuple[tuple, dict]  # (args, kwargs) a block was called with
+CACHE_BYTES = 2 << 30  # dense outputs of every block plus one block's inputs: at most this many bytes
 
-def _cache(student: nn.Module, teacher: nn.Module, name: str, batches: Sequence[tuple]) -> list[tuple]:
-    """[(student's (args, kwargs) into block `name`, dense block output)] per batch; forward only up to the block."""
-    return [(block_io(student, name, b, "input"), block_io(teacher, name, b, "output")) for b in batches]
+
+def _affordable(teacher: nn.Module, names: list[str], batches: Sequence[tuple]) -> list[tuple]:
+    """The leading batches whose caches fit CACHE_BYTES (images at 224 px cost ~1 MB a block per sample)."""
+    with torch.no_grad(), capture_outputs(teacher, names) as store:
+        teacher(*batches[0])
+        per_batch = sum(t.numel() * t.element_size() for t in store.values())
+    per_batch += max(t.numel() * t.element_size() for t in store.values())  # one block's cached inputs
+    return list(batches[: max(1, int(CACHE_BYTES // max(per_batch, 1)))])
+
+
+def _dense_outputs(teacher: nn.Module, names: list[str], batches: Sequence[tuple]) -> dict[str, list[torch.Tensor]]:
+    """Every block's dense output, per batch, from one pass of the dense model."""
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    with torch.no_grad(), capture_outputs(teacher, names) as store:
+        for b in batches:
+            teacher(*b)
+            for n in names:
+                out[n].append(store[n].detach())
+    return out
+
+
+def _advance(block: nn.Module, inputs: list[Cached]) -> list[Cached]:
+    """The next block's inputs when it reads this block's output: (block(args)[0],) + the same extra arguments."""
+    with torch.no_grad():
+        return [((first_tensor(block(*a, **k)),) + tuple(a[1:]), k) for a, k in inputs]
+
+
+def _chained(student: nn.Module, name: str, batch: tuple, advanced: Cached) -> bool:
+    args, _ = block_io(student, name, batch, "input")
+    return bool(args) and torch.is_tensor(args[0]) and args[0].shape == advanced[0][0].shape and \
+        torch.allclose(args[0], advanced[0][0], atol=1e-5, rtol=1e-4)
+
+
+def _fit(block: nn.Module, cache: list[Cached], targets: list[torch.Tensor], *, lr: float, budget_s: float, seed: int,
+         steps: int | None, label: str, say: Say) -> LoopOutcome:
+    params = [p for p in block.parameters() if p.is_floating_point()]
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+
+    def step_loss(step: int) -> torch.Tensor:
+        j = int(torch.randint(0, len(cache), (1,), generator=step_generator(seed, step)))
+        (args, kwargs), target = cache[j], targets[j]
+        return normalised_mse(first_tensor(block(*args, **kwargs)), target)
+
+    # the inputs are cached and detached: only this block's parameters receive gradients
+    outcome, _ = run_loop(params, step_loss, lr=lr, budget_s=budget_s, max_steps=steps, label=label, say=say)
+    if outcome.stopped == "nan":
+        block.load_state_dict(before)
+    return outcome
 
 
 def reconstruct_blocks(student: nn.Module, teacher: nn.Module, names: list[str], batches: Sequence[tuple], *,
-                       lr: float, budget_s: float, seed: int, say: Say) -> list[LoopOutcome]:
-    """Fit each block of `names` in turn, budget_s split evenly; the student stays in eval mode (BN frozen).
+                       lr: float, budget_s: float, seed: int, say: Say, steps: int | None = None) -> list[LoopOutcome]:
+    """Fit each block of `names` in turn, the remaining budget split evenly; the student stays in eval mode.
 
     `batches` are the (already augmented, if images) training inputs the caches are built from. Returns one
-    LoopOutcome per block; a block whose loss turns non-finite is restored to its state before its fit."""
-    outcomes = []
+    LoopOutcome per block; a block whose loss turns non-finite is restored to its state before its fit.
+    steps: a fixed number per block (deterministic), else as many as the block's share of the budget allows."""
     mods = dict(student.named_modules())
     student.eval()
+    if not names:
+        return []
+    batches = _affordable(teacher, names, batches)
+    targets = _dense_outputs(teacher, names, batches)
+    inputs = [block_io(student, names[0], b, "input") for b in batches]
+    outcomes = []
     for i, name in enumerate(names):
-        cache = _cache(student, teacher, name, batches)
-        block = mods[name]
-        params = [p for p in block.parameters() if p.is_floating_point()]
-        if not params:
-            continue
-        before = {k: v.clone() for k, v in block.state_dict().items()}
-
-        def step_loss(step: int, cache=cache, block=block) -> torch.Tensor:
-            j = int(torch.randint(0, len(cache), (1,), generator=step_generator(seed + i, step)))
-            (args, kwargs), target = cache[j]
-            return normalised_mse(first_tensor(block(*args, **kwargs)), target)
-
-        # the inputs are cached and detached: only this block's parameters receive gradients
-        outcome, _ = run_loop(params, step_loss, lr=lr, budget_s=budget_s / (len(names) - i), max_steps=None,
-                              label=f"recovering block {i + 1}/{len(names)} ({name})", say=say)
-        if outcome.stopped == "nan":
-            block.load_state_dict(before)
+        outcome = _fit(mods[name], inputs, targets.pop(name), lr=lr, budget_s=budget_s / (len(names) - i), seed=seed + i,
+                       steps=steps, label=f"recovering block {i + 1}/{len(names)} ({name})", say=say)
         outcomes.append(outcome)
         budget_s -= outcome.seconds
+        if i + 1 < len(names):
+            advanced = _advance(mods[name], inputs)
+            chained = _chained(student, names[i + 1], batches[0], advanced[0])
+            inputs = advanced if chained else [block_io(student, names[i + 1], b, "input") for b in batches]
     return outcomes

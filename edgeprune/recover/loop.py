@@ -59,7 +59,7 @@ def run_loop(params: Sequence[torch.nn.Parameter], step_loss: Callable[[int], to
     while True:
         if total is not None and step >= total:
             break
-        if time.perf_counter() - t0 > budget_s:
+        if max_steps is None and time.perf_counter() - t0 > budget_s:  # fixed steps: deterministic, no clock
             stopped = "budget"
             break
         for g in opt.param_groups:
