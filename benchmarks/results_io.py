@@ -47,8 +47,24 @@ def machine_info() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         **{pkg: _version(pkg) for pkg in ("torch", "onnxruntime", "openvino", "transformers", "numpy", "edgeprune")},
+        "commit": _commit(),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _commit() -> str | None:
+    """The repository's HEAD (with '+dirty' when tracked files differ from it), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def _json_default(o):

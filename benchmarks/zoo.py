@@ -218,10 +218,39 @@ def imagenet_photos(size: int = 224, mean=LITE_MEAN, std=LITE_STD) -> torch.Tens
     return _photos(size, tuple(mean), tuple(std))[0].clone()
 
 
-def photo_views(n: int, rows=None, seed: int = 0) -> torch.Tensor:
+# Further natural photos other installed packages ship (scikit-learn's sample images, matplotlib's sample data,
+# scikit-image's grayscale cell/page/text): for recovery training only, so evaluation photos stay as they were.
+EXTRA_PHOTOS = ["sklearn:china.jpg", "sklearn:flower.jpg", "matplotlib:grace_hopper.jpg", "skimage:cell", "skimage:page",
+                "skimage:text"]
+
+
+def _extra_photo(name: str) -> np.ndarray:
+    pkg, item = name.split(":")
+    if pkg == "skimage":
+        import skimage.data as data
+
+        return getattr(data, item)()
+    if pkg == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(item)
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(cbook.get_sample_data(item, asfileobj=False))
+
+
+def extra_photos(size: int = 224, mean=LITE_MEAN, std=LITE_STD) -> torch.Tensor:
+    """(12, 3, size, size): the 6 EXTRA_PHOTOS, then mirrored; preprocessed like imagenet_photos()."""
+    base = torch.stack([_preprocess(_extra_photo(n), size, tuple(mean), tuple(std)) for n in EXTRA_PHOTOS])
+    return torch.cat([base, base.flip(-1)]).contiguous()
+
+
+def photo_views(n: int, rows=None, seed: int = 0, base: torch.Tensor | None = None) -> torch.Tensor:
     """(n, 3, 224, 224): random resized crops (scale 0.35-1) of imagenet_photos()[rows] (default all 32), every
-    second one mirrored. Disjoint `rows` give calibration and evaluation sets that share no photo."""
-    base = imagenet_photos()
+    second one mirrored. Disjoint `rows` give calibration and evaluation sets that share no photo. `base`: crop
+    these photos instead (rows then index them)."""
+    base = imagenet_photos() if base is None else base
     base = base if rows is None else base[list(rows)]
     g = torch.Generator().manual_seed(seed)
     out = []

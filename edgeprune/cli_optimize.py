@@ -159,10 +159,10 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
 
             status.update("packing the bundle")
             build_bundle(outdir, bundle_path, name=loaded.name)
-    _print_result(result, outdir)
+    _print_result(result, outdir, config)
 
 
-def _print_result(result, outdir) -> None:
+def _print_result(result, outdir, config) -> None:
     console.print(_summary_table(result))
     for line in recovery_lines(result):
         console.print(line)
@@ -174,7 +174,24 @@ def _print_result(result, outdir) -> None:
     attn = result.plan.attention
     if attn:
         console.print(f"sparse attention {'applied' if attn['applied'] else 'not applied'}: {attn['reason']}")
-    console.print(f"targets {met}: speedup and {result.metric} drop <= max_drop on held-out data")
+    console.print(f"targets {met}: " + targets_line(result, config))
+
+
+def targets_line(result, config) -> str:
+    """What was asked and what was measured, in one line: the speedup with its interval, the score and its drop."""
+    s = result.speedup
+    if config.speedup is None or not s:
+        speed = "budget " + (f"{config.latency_ms} ms" if config.latency_ms else f"MACs x{config.macs_ratio}" if config.macs_ratio
+                            else f"{config.speedup}x (not measured here)")
+    else:
+        lo, hi = s.get("ci_low"), s.get("ci_high")
+        interval = f" (~95% interval of the median {lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else ""
+        speed = f"{s['median']:.2f}x measured{interval} for {config.speedup:.2f}x asked"
+    drop = result.score_dense - result.score if result.metric != "perplexity" else result.score - result.score_dense
+    data = result.data.get("eval") if isinstance(result.data, dict) else None
+    where = f" on {data['samples']} held-out samples ({data['source']})" if data else ""
+    return (f"{speed}; {result.metric} {result.score:.2f} vs dense {result.score_dense:.2f}, drop {drop:.2f} "
+            f"{'<=' if drop <= result.max_drop else '>'} max_drop {result.max_drop:g}{where}")
 
 
 def recovery_lines(result) -> list[str]:

@@ -32,6 +32,8 @@ def _profile(name: str | None):
               help="Runtime the artifact is for.")
 @click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
               help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), .npy/.npz, .pt.")
+@click.option("--train", "train_path", type=click.Path(), metavar="DATA",
+              help="Accepted as on optimize/prune/sparsify, but post-training quantization trains nothing: refused (exit 2).")
 @click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
               help="Held-out data (sharing nothing with --calib) the artifact is validated on (default: 16 calibration samples).")
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), help="Default: from --profile, else int8.")
@@ -53,7 +55,7 @@ def _profile(name: str | None):
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True)
 @click.option("--min-cosine", type=float, help="Fail (exit 2) if any output's cosine to FP32 is below this.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the quantization report as JSON.")
-def quantize_cmd(model, backend, calib_path, eval_path, precision, profile_name, output, input_shapes, samples, seed, method,
+def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, profile_name, output, input_shapes, samples, seed, method,
                  dynamic, weights_only, seq_len, crop, resize, mean, std, layout, min_cosine, json_path):
     """Quantize MODEL (spec, HF folder, minilm, or .onnx) to INT8 or FP16 for a runtime, validated against FP32."""
     import json
@@ -64,6 +66,10 @@ def quantize_cmd(model, backend, calib_path, eval_path, precision, profile_name,
     from edgeprune.data.cli import ReadOptions, read_sets
     from edgeprune.quantize import _check, default_precision, quantize, to_onnx
 
+    if train_path:
+        # one option set on every command; here there is no training step for the data to feed
+        raise ConfigError(f"--train {train_path}: quantize is post-training and trains nothing",
+                          hint="pass the data as --calib, or recover with `edgeprune optimize --train` before quantizing")
     profile = _profile(profile_name)
     if precision is None:
         precision = default_precision(profile) if profile is not None else "int8"

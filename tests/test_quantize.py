@@ -238,6 +238,9 @@ def test_cli_quantize(cnn, tmp_path):
     res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "ort", "--calib", str(tmp_path / "empty"),
                                    "-o", str(tmp_path / "e.onnx")])
     assert res.exit_code == 2 and "no images" in res.output
+    res = runner.invoke(cli.main, ["quantize", str(onnx_path), "-b", "ort", "--calib", str(tmp_path / "calib.npy"),
+                                   "--train", str(tmp_path / "eval.npy"), "-o", str(tmp_path / "t2.onnx")])
+    assert res.exit_code == 2 and "trains nothing" in res.output and not (tmp_path / "t2.onnx").exists()
 
 
 # -- model-type defaults: a BERT-style encoder with a padding mask (the case that broke static QDQ) -------------

@@ -21,6 +21,7 @@ from edgeprune.recover.loop import LoopOutcome, Say, run_loop, step_generator
 from edgeprune.recover.losses import normalised_mse
 
 Cached = tuple[tuple, dict]  # (args, kwargs) a block was called with
+MASKED = __import__("os").environ.get("EDGEPRUNE_BLOCK_MASK", "1") == "1"  # experiment toggle
 CACHE_BYTES = 2 << 30  # dense outputs of every block plus one block's inputs: at most this many bytes
 
 
@@ -56,15 +57,25 @@ def _chained(student: nn.Module, name: str, batch: tuple, advanced: Cached) -> b
         torch.allclose(args[0], advanced[0][0], atol=1e-5, rtol=1e-4)
 
 
-def _fit(block: nn.Module, cache: list[Cached], targets: list[torch.Tensor], *, lr: float, budget_s: float, seed: int,
-         steps: int | None, label: str, say: Say) -> LoopOutcome:
+def _real_tokens(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T, H] -> [real tokens, H] where a [B, T] attention mask says which tokens are real; else unchanged.
+
+    Why: padded positions' outputs feed nothing downstream (attention and pooling mask them out); fitted, they take
+    capacity from the real tokens: on short snippets padded to a shared length they are a large share of rows."""
+    if mask is None or out.dim() != 3 or tuple(out.shape[:2]) != tuple(mask.shape):
+        return out, target
+    return out[mask], target[mask]
+
+
+def _fit(block: nn.Module, cache: list[Cached], targets: list[torch.Tensor], masks: list[torch.Tensor | None], *,
+         lr: float, budget_s: float, seed: int, steps: int | None, label: str, say: Say) -> LoopOutcome:
     params = [p for p in block.parameters() if p.is_floating_point()]
     before = {k: v.clone() for k, v in block.state_dict().items()}
 
     def step_loss(step: int) -> torch.Tensor:
         j = int(torch.randint(0, len(cache), (1,), generator=step_generator(seed, step)))
         (args, kwargs), target = cache[j], targets[j]
-        return normalised_mse(first_tensor(block(*args, **kwargs)), target)
+        return normalised_mse(*_real_tokens(first_tensor(block(*args, **kwargs)), target, masks[j]))
 
     # the inputs are cached and detached: only this block's parameters receive gradients
     outcome, _ = run_loop(params, step_loss, lr=lr, budget_s=budget_s, max_steps=steps, label=label, say=say)
@@ -74,12 +85,14 @@ def _fit(block: nn.Module, cache: list[Cached], targets: list[torch.Tensor], *, 
 
 
 def reconstruct_blocks(student: nn.Module, teacher: nn.Module, names: list[str], batches: Sequence[tuple], *,
-                       lr: float, budget_s: float, seed: int, say: Say, steps: int | None = None) -> list[LoopOutcome]:
+                       lr: float, budget_s: float, seed: int, say: Say, steps: int | None = None,
+                       mask_index: int | None = None) -> list[LoopOutcome]:
     """Fit each block of `names` in turn, the remaining budget split evenly; the student stays in eval mode.
 
     `batches` are the (already augmented, if images) training inputs the caches are built from. Returns one
     LoopOutcome per block; a block whose loss turns non-finite is restored to its state before its fit.
-    steps: a fixed number per block (deterministic), else as many as the block's share of the budget allows."""
+    steps: a fixed number per block (deterministic), else as many as the block's share of the budget allows.
+    mask_index: which input is the attention mask; padded tokens are then left out of the loss."""
     mods = dict(student.named_modules())
     student.eval()
     if not names:
@@ -87,9 +100,10 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, names: list[str],
     batches = _affordable(teacher, names, batches)
     targets = _dense_outputs(teacher, names, batches)
     inputs = [block_io(student, names[0], b, "input") for b in batches]
+    masks = [b[mask_index].bool() if mask_index is not None and MASKED else None for b in batches]
     outcomes = []
     for i, name in enumerate(names):
-        outcome = _fit(mods[name], inputs, targets.pop(name), lr=lr, budget_s=budget_s / (len(names) - i), seed=seed + i,
+        outcome = _fit(mods[name], inputs, targets.pop(name), masks, lr=lr, budget_s=budget_s / (len(names) - i), seed=seed + i,
                        steps=steps, label=f"recovering block {i + 1}/{len(names)} ({name})", say=say)
         outcomes.append(outcome)
         budget_s -= outcome.seconds

@@ -80,7 +80,7 @@ def recover(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], se
         cache = _block_batches(batches, config.seed, images, setup.mask_index)
         score = _staged("blockwise", student, lambda: (sum(o.steps for o in reconstruct_blocks(
             student, teacher, list(setup.blocks), cache, lr=config.block_lr, budget_s=budget * config.blockwise_share,
-            seed=config.seed, say=say, steps=config.steps)), ""), verify, score, report)
+            seed=config.seed, say=say, steps=config.steps, mask_index=setup.mask_index)), ""), verify, score, report)
         if config.mode == "auto" and is_recovered(score):
             report.stopped = "recovered"
             return report
