@@ -33,14 +33,15 @@ def _check_options(output: str, onnx_path: str | None, ov_path: str | None, impo
               help="Held-out data (same forms as --calib, sharing nothing with it): the pruned model is scored "
                    "against the dense one on it.")
 @click.option("--train", "train_path", type=click.Path(), metavar="DATA",
-              help="Recovery data (same forms as --calib): after pruning, BN re-estimation and distillation from the "
-                   "dense model, verified on --eval-data (required with it).")
-@click.option("--recover", "recover_mode", type=click.Choice(["auto", "bn", "distill"]), default="auto", show_default=True,
-              help="With --train: auto stops as soon as the held-out drop is within --max-drop.")
+              help="Recovery data (same forms as --calib; default: --calib): after pruning, BN re-estimation and "
+                   "distillation from the dense model, verified on --eval-data (required for recovery).")
+@click.option("--recover", "recover_mode", type=click.Choice(["auto", "off", "bn", "distill"]), default="auto", show_default=True,
+              help="With --eval-data and data to train on: auto stops as soon as the held-out drop is within --max-drop.")
 @click.option("--recover-minutes", type=float, default=2.0, show_default=True)
 @click.option("--metric", type=click.Choice(["top1", "agreement", "perplexity", "cosine", "neighbours"]),
               help="Held-out metric for recovery (default: by the model's head).")
-@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Recovery stops once the drop is within this.")
+@click.option("--max-drop", type=float, help="Recovery stops once the drop is within this (default: the metric's, "
+              "as on optimize).")
 @click.option("--n-calib", default=128, show_default=True, type=int, help="Calibration (and eval) samples used.")
 @click.option("--no-compensate", is_flag=True, help="Skip the least-squares refit of consumer layers.")
 @click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
@@ -86,8 +87,9 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     t0 = time.perf_counter()
     with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
         pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib)
-    if train_path:
-        _recover(pruned, loaded, train, held_out, recover_mode, recover_minutes, metric, max_drop)
+    if held_out is not None and recover_mode != "off" and (train_path or calib_path):
+        _recover(pruned, loaded, train if train is not None else calib, held_out, recover_mode, recover_minutes, metric,
+                 max_drop)
     seconds = time.perf_counter() - t0
     after = count(pruned, loaded.example_inputs)
     with stage(f"saving {output}"):
@@ -117,11 +119,16 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
             console.print(f"wrote {ov_path} (validated on openvino)")
 
 
-def _recover(pruned, loaded, train, held_out, mode: str, minutes: float, metric: str | None, max_drop: float) -> None:
+def _recover(pruned, loaded, train, held_out, mode: str, minutes: float, metric: str | None, max_drop: float | None) -> None:
     """BN re-estimation and distillation of `pruned` toward the dense model; prints the score after each stage."""
     from edgeprune.cli_run import console, err_console
+    from edgeprune.metrics import default_metric_name
+    from edgeprune.metrics.limits import DEFAULT_MAX_DROP
     from edgeprune.recover import RecoverConfig, recover_model
 
+    if max_drop is None:
+        name = metric or default_metric_name(loaded.module, tuple(loaded.example_inputs), list(loaded.input_names))
+        max_drop = DEFAULT_MAX_DROP[name]
     with err_console.status("recovering") as status:
         name, dense, report = recover_model(pruned, loaded.module, tuple(loaded.example_inputs), train=train,
                                             eval_data=held_out, input_names=list(loaded.input_names), metric=metric,

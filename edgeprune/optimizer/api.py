@@ -34,14 +34,53 @@ def _split_off_eval(calib, say):
     return calib[: n - k], calib[n - k:]
 
 
+def _with_labels(obj: Any, n_inputs: int) -> tuple[Any, bool]:
+    """(obj, labelled): an iterable of (inputs..., labels) items, such as a (x, y) DataLoader, has one element more
+    per item than the model has inputs; its last element is then the label, not an input. A one-shot iterator is
+    peeked at and handed back whole."""
+    import itertools
+    import os
+
+    from edgeprune.data import CalibrationData
+
+    if obj is None or isinstance(obj, (str, os.PathLike, CalibrationData, tuple, dict)) or hasattr(obj, "shape") \
+            or not hasattr(obj, "__iter__"):
+        return obj, False
+    it = iter(obj)
+    first = next(it, None)
+    if it is obj:  # a generator: what was read must be put back
+        obj = itertools.chain([] if first is None else [first], it)
+    return obj, isinstance(first, (tuple, list)) and len(first) == n_inputs + 1
+
+
+def _read_path(path: Any, example_inputs: tuple, names: list[str], tokenizer: Any, preprocess: Any):
+    """Every sample of a data file or folder (the caller samples), shaped like the model's example inputs: images
+    cropped to its H/W, text tokenized by `tokenizer` to its sequence length."""
+    from edgeprune.data import CalibrationData, ImagePreprocess
+
+    first = example_inputs[0]
+    if preprocess is None and first.dim() == 4 and first.is_floating_point():
+        preprocess = ImagePreprocess(crop=int(first.shape[-1]))
+    seq_len = int(first.shape[1]) if first.dim() == 2 and not first.is_floating_point() else 128
+    return CalibrationData.load(path, n=None, tokenizer=tokenizer, preprocess=preprocess, seq_len=seq_len, input_names=names)
+
+
 def resolve_data(calib: Any, train: Any, eval_data: Any, example_inputs: tuple, names: list[str], config: OptimizeConfig,
-                 need_eval: bool, say) -> tuple:
+                 need_eval: bool, say, tokenizer: Any = None, preprocess: Any = None) -> tuple:
     """(calib, train, eval) as CalibrationData, disjoint where eval is concerned (eval may be None: custom evaluate)."""
+    import os
+
     from edgeprune.data import as_data, check_disjoint
 
-    calib_d = as_data(calib, example_inputs, input_names=names)
-    train_d = as_data(train, example_inputs, input_names=names) if train is not None else None
-    eval_d = as_data(eval_data, example_inputs, input_names=names) if eval_data is not None else None
+    def read(obj):
+        if isinstance(obj, (str, os.PathLike)):
+            return _read_path(obj, example_inputs, names, tokenizer, preprocess)
+        obj, labelled = _with_labels(obj, len(example_inputs))
+        return as_data(obj, example_inputs, input_names=names, labelled=labelled)
+
+    calib_d = read(calib)
+    train_d = read(train) if train is not None else None
+    eval_d = read(eval_data) if eval_data is not None else None
     if eval_d is None and need_eval:
         calib_d, eval_d = _split_off_eval(calib_d, say)
         if train_d is None:
@@ -81,12 +120,15 @@ def _summary(calib_d, train_d, eval_d) -> dict[str, Any]:
 def optimize(model: nn.Module, example_inputs: Any, config: OptimizeConfig | None = None, *, calib: Any = None,
              train: Any = None, eval_data: Any = None, evaluate: Callable[[nn.Module], float] | None = None,
              input_names: list[str] | None = None, model_name: str = "model", progress: Callable[[str], None] | None = None,
-             workdir: Any = None) -> OptimizeResult:
+             workdir: Any = None, tokenizer: Any = None, preprocess: Any = None) -> OptimizeResult:
     """Prune `model` for config's target until it meets the latency budget, recovering accuracy with the dense model
     as teacher, scored on held-out data; back off only when the drop still exceeds config.max_drop.
 
     calib/train/eval_data: anything edgeprune.data.as_data takes (CalibrationData, a path, tensors, a list of input
-    tuples, a DataLoader). evaluate(model) -> points (higher is better) replaces the metric."""
+    tuples, a DataLoader; one yielding (inputs..., labels) items is read as labelled). Paths are read whole:
+    text with `tokenizer` (a tokenizer or a Hugging Face folder) to the example inputs' sequence length, image
+    folders with `preprocess` (default: an ImageNet-style crop to the example inputs' H/W).
+    evaluate(model) -> points (higher is better) replaces the metric."""
     from edgeprune.optimizer.run import search
 
     config = config or OptimizeConfig()
@@ -94,17 +136,20 @@ def optimize(model: nn.Module, example_inputs: Any, config: OptimizeConfig | Non
     example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     names = list(input_names or [f"input_{i}" for i in range(len(example_inputs))])
     model = model.eval()
-    calib_d, train_d, eval_d = resolve_data(calib, train, eval_data, example_inputs, names, config, evaluate is None, say)
+    calib_d, train_d, eval_d = resolve_data(calib, train, eval_data, example_inputs, names, config, evaluate is None, say,
+                                            tokenizer, preprocess)
     metric, score, drop, score_dense = _scorer(model, example_inputs, names, eval_d, config, evaluate)
     with torch.no_grad():
         from edgeprune.metrics import first_tensor
 
         kind = distill_kind(metric, first_tensor(model(*example_inputs)))
-    rc = config.recover
+    # one seed for the run: the sample choice, pruning and recovery (RecoverConfig.seed is for recover_model alone)
+    rc = dataclasses.replace(config.recover, seed=config.seed)
     job = Job(calib_d, calib_d.batches(min(32, len(calib_d))), train_d.batches(min(RECOVER_BATCH, len(train_d))), names, model_name,
               metric, score, drop, score_dense, model, kind, rc,
               DEFAULT_MAX_DROP[metric] if config.max_drop is None else config.max_drop, _summary(calib_d, train_d, eval_d), say,
-              workdir, resume_keep(rc.checkpoint_dir) if rc.resume else None)
+              workdir, resume_keep(rc.checkpoint_dir) if rc.resume else None,
+              higher_is_better=getattr(getattr(score, "metric", None), "higher_is_better", True))
     if rc.resume and job.resume_keep is None:
         raise ConfigError(f"nothing to resume in {rc.checkpoint_dir}", hint="run without --resume")
     return search(model, example_inputs, config, job)

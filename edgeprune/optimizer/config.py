@@ -9,23 +9,21 @@ import dataclasses
 from typing import Any
 
 from edgeprune.errors import ConfigError
+from edgeprune.metrics.limits import DEFAULT_MAX_DROP
 from edgeprune.recover.config import RecoverConfig
 
 DEFAULT_SPEEDUP = 1.3
-# the drop accepted when max_drop is not given, by metric (points; perplexity: ppl). 10-NN overlap moves in whole
-# neighbours and is far stricter than a per-sample cosine: a 25%-pruned MiniLM-L6 at embedding cosine 0.96 keeps
-# ~73% of each snippet's neighbours (benchmarks/results/recover.md)
-DEFAULT_MAX_DROP = {"top1": 1.0, "agreement": 1.0, "cosine": 1.0, "neighbours": 30.0, "perplexity": 1.0, "custom": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizeConfig:
-    """Budget (exactly one of speedup / latency_ms / macs_ratio; none given = speedup 1.5), target, metric, recovery.
+    """Budget (exactly one of speedup / latency_ms / macs_ratio; none given = DEFAULT_SPEEDUP), target, metric, recovery.
 
     metric: top1 | agreement | perplexity | cosine | neighbours, on held-out eval data; None = by the model's head
     (classifier -> agreement, encoder embeddings -> neighbours, causal LM -> perplexity; see edgeprune.metrics).
     max_drop: the largest drop of that metric accepted, in its unit (points; perplexity: ppl); None = the metric's
     default (DEFAULT_MAX_DROP).
+    seed: the run's one seed (sample choice, pruning, recovery); it replaces recover.seed.
     """
 
     speedup: float | None = None

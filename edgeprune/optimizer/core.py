@@ -196,8 +196,13 @@ def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, c
 
     ratios = plan.per_layer_ratios()
     if ratios:
+        # every calibration sample given is used (optimize passes OptimizeConfig.calib_samples of them)
+        from edgeprune.data import as_data
+
+        calib = as_data(calib, example_inputs) if calib is not None else None
+        n_calib = len(calib) if calib is not None else StructuredConfig.n_calib
         config = StructuredConfig(ratio=0.0, per_layer=ratios, unit="auto", importance=plan.importance,
-                                  compensate=compensate, seed=plan.seed)
+                                  compensate=compensate, seed=plan.seed, n_calib=max(1, n_calib))
         model = prune(model, example_inputs, config, calib=calib)
     return apply_attention(plan.attention, model, example_inputs, calib=calib)
 

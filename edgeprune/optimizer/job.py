@@ -39,6 +39,7 @@ class Job:
     say: Say = lambda m: None
     workdir: Path | None = None
     resume_keep: dict[str, int] | None = None
+    higher_is_better: bool = True  # the metric's direction (perplexity: False)
 
     def fingerprint(self, keep: dict[str, int]) -> str:
         """What a recovery checkpoint must match to be resumed: model, plan widths, data and recovery setting."""
@@ -58,7 +59,7 @@ class Job:
         setup = DistillSetup(self.kind, mask, find_blocks(self.dense, pruned, self.calib_batches[0]))
         report = recover(pruned, self.dense, self.train_batches, setup, config, verify=self.score,
                          is_recovered=lambda s: self.drop(s) <= self.max_drop, score=score, say=self.say,
-                         fingerprint=self.fingerprint(keep))
+                         fingerprint=self.fingerprint(keep), higher_is_better=self.higher_is_better)
         self.recover_config = dataclasses.replace(config, resume=False)  # only the first attempt resumes
         return report.stages[-1].score, report.to_dict()
 

@@ -179,8 +179,9 @@ def _best_attempt(attempts, fraction: float | None) -> int:
         return a.drop_ok and _off_budget(a.speedup, fraction) != "slow"
 
     good = [i for i, a in enumerate(attempts) if meets(a)]
-    # equal scores (top-1 agreement moves in steps of one image): the least pruned, i.e. nearest the budget
-    return max(good, key=lambda i: (attempts[i].score, -attempts[i].speedup["median"])) if good else len(attempts) - 1
+    # the smallest drop (whatever the metric's direction); equal drops (top-1 agreement moves in steps of one
+    # image): the least pruned, i.e. nearest the budget
+    return max(good, key=lambda i: (-attempts[i].drop, -attempts[i].speedup["median"])) if good else len(attempts) - 1
 
 
 def _retimed_note(a) -> str:
@@ -327,7 +328,8 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
             measured_ms = bench[1].stats.p50
             predicted = ratio * bench[0].stats.p50
         last = round_i == config.max_rounds - 1
-        if measured and macs_ratio is None and not frozen and not last:
+        resuming = job.resume_keep is not None and round_i == 0  # the interrupted plan is recovered, not re-planned
+        if measured and macs_ratio is None and not frozen and not last and not resuming:
             # Speed is fixed by the widths, so a plan off its budget is re-planned before any recovery is spent on it.
             attempt = Attempt(dict(keep), predicted, measured_ms, spd, None, None, False, "", False, predicted_ratio=ratio)
             replanned = _replan_if_off(fraction, fit, keep, fixed, total_dense, options, job.model_name, plan,

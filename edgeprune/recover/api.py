@@ -48,5 +48,6 @@ def recover_model(pruned: nn.Module, dense: nn.Module, example_inputs: tuple, *,
     train_batches = train_d.batches(min(16, len(train_d)))
     setup = DistillSetup(kind, mask, find_blocks(dense, pruned, train_batches[0]))
     report = recover(pruned, dense, train_batches, setup, config, verify=bound,
-                     is_recovered=lambda s: bound.drop(s) <= max_drop, score=bound(pruned), say=say)
+                     is_recovered=lambda s: bound.drop(s) <= max_drop, score=bound(pruned), say=say,
+                     higher_is_better=bound.metric.higher_is_better)
     return name, bound.dense_score, report

@@ -19,6 +19,11 @@ def save(directory: Path, state: dict[str, Any]) -> Path:
     return directory / NAME
 
 
+def peek(directory: Path, fingerprint: str) -> dict[str, Any] | None:
+    """load(), or None when nothing was saved yet (a foreign or damaged file is still an error)."""
+    return load(directory, fingerprint) if (Path(directory) / NAME).is_file() else None
+
+
 def load(directory: Path, fingerprint: str) -> dict[str, Any]:
     """The checkpoint in `directory`, refused when it was made for another model, plan or recovery setting."""
     path = Path(directory) / NAME

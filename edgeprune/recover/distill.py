@@ -70,7 +70,7 @@ def make_step_loss(student, teacher, data: tuple[torch.Tensor, ...], setup: Dist
 
 def distill(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], setup: DistillSetup, config: RecoverConfig,
             *, budget_s: float, verify: Callable[[nn.Module], float], is_recovered: Callable[[float], bool],
-            score: float, say: Say, fingerprint: str = "") -> dict:
+            score: float, say: Say, fingerprint: str = "", higher_is_better: bool = True) -> dict:
     """Distil `teacher` into `student` in place; returns {steps, stopped, best_score, best_step, seconds, note}."""
     teacher.eval()
     state = checkpoint.load(config.checkpoint_dir, fingerprint) if config.resume and config.checkpoint_dir else None
@@ -90,7 +90,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], se
         evaluated["step"] = step
         s = verify(student)
         _set_modes(student, config.bn_train)
-        if s > best["score"]:
+        if (s > best["score"]) if higher_is_better else (s < best["score"]):
             best.update(score=s, step=step, state={k: v.clone() for k, v in student.state_dict().items()})
         if config.checkpoint_dir:
             checkpoint.save(config.checkpoint_dir, {"fingerprint": fingerprint, "step": step, "total": total,
