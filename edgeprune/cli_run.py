@@ -66,6 +66,19 @@ def export_cmd(model, output, input_shapes, opset, dynamic_batch, ov_path, atol,
         write_text_atomic(json_path, json.dumps([r.to_dict() for r in reports], indent=2))
 
 
+def check_artifact(path: Path) -> None:
+    """One-line ModelLoadError for a damaged runtime file: an .onnx that is truncated, not ONNX or missing its
+    external data; an OpenVINO .xml without its .bin."""
+    from edgeprune.errors import ModelLoadError
+    from edgeprune.models import check_onnx_file
+
+    if path.suffix == ".onnx":
+        check_onnx_file(path)
+    elif path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise ModelLoadError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing",
+                             hint="keep the .bin next to the .xml (OpenVINO IR is the pair)")
+
+
 def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
     """(label, compiled backend) for every model x backend; each model is exported once."""
     from edgeprune.backends import BackendOptions, get_backend
@@ -95,6 +108,7 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
                     from edgeprune.errors import ModelLoadError
 
                     raise ModelLoadError(f"model file not found: {onnx_path}", hint="check the path")
+                check_artifact(Path(onnx_path))
                 target = onnx_path
             with stage(f"compiling {label} on {backend.name}"):
                 backend.compile(target)

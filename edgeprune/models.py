@@ -124,6 +124,31 @@ def builtin_path(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def check_onnx_file(path: Path) -> None:
+    """ModelLoadError, in one line, for an .onnx file that is truncated, not ONNX at all, or whose external data
+    file is missing: found here rather than as a runtime's protobuf traceback."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends: the bytes are not a whole ModelProto
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({type(err).__name__}): truncated or not ONNX",
+                             hint="re-export it, e.g. `edgeprune export MODEL -o model.onnx`") from None
+    if not proto.graph.node:
+        raise ModelLoadError(f"{path} holds no ONNX graph: truncated or not ONNX", hint="re-export it")
+    for tensor in proto.graph.initializer:
+        if uses_external_data(tensor):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            target = (path.parent / where).resolve()
+            if path.parent.resolve() not in target.parents:
+                raise ModelLoadError(f"{path}: external data '{where}' of '{tensor.name}' lies outside the model's folder",
+                                     hint="keep external data files next to the .onnx file")
+            if not target.is_file():
+                raise ModelLoadError(f"{path}: external data file '{where}' of initializer '{tensor.name}' is missing",
+                                     hint=f"put {where} next to {path.name} (it is written with the .onnx file)")
+
+
 def load_model(spec: str | Path, input_shapes: Sequence[str] | None = None, *, seq_len: int = 128, batch: int = 1) -> LoadedModel:
     """Resolve a model spec (see module docstring) into a LoadedModel."""
     text = str(spec)
@@ -134,6 +159,7 @@ def load_model(spec: str | Path, input_shapes: Sequence[str] | None = None, *, s
     if path.suffix == ".onnx":
         if not path.is_file():
             raise ModelLoadError(f"ONNX file not found: {path}", hint="check the path")
+        check_onnx_file(path)
         return LoadedModel(text, "onnx", None, (), [], onnx_path=path)
     if path.suffix == ".pt2":
         return _load_pt2(path, shapes)

@@ -93,3 +93,4 @@ def test_optimize_reads_text_files_with_the_tokenizer_and_the_models_length(tmp_
     assert calib.arrays["input_ids"].shape == (3, 24)
     with pytest.raises(Exception, match="tokenizer"):
         resolve_data(tmp_path / "calib.txt", None, None, example, names, OptimizeConfig(), False, print)
+
