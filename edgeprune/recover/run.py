@@ -95,7 +95,7 @@ def recover(student: nn.Module, teacher: nn.Module, batches: Sequence[tuple], se
     if has_batchnorm(student) and not early_done:
         say("recovering: re-estimating BatchNorm statistics")
         score = _staged("bn", student, lambda: (0, "{layers} BN layers, {samples} samples, mean |shift| {mean_shift:.4f}".format(
-            **reestimate_bn(student, batches, config.bn_samples))), verify, score, report, higher_is_better)
+            **reestimate_bn(student, batches, config.bn_samples, reference=teacher))), verify, score, report, higher_is_better)
     if config.mode == "bn" or not config.distills or (config.mode == "auto" and is_recovered(score)):
         report.stopped = "recovered" if is_recovered(score) else config.mode
         return report
