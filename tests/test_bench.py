@@ -50,7 +50,7 @@ def test_seconds_budget_on_fake_clock():
 
 def test_real_sleep_timing_is_close():
     timing = measure(lambda: time.sleep(0.005), warmup=2, iters=20, rounds=2)
-    assert 5.0 <= timing.stats.p50 < 9.0  # sleep never returns early; scheduling adds a little
+    assert timing.stats.p50 >= 5.0  # sleep never returns early (how much a loaded machine adds is not bounded)
 
 
 def test_interleaved_speedup_with_spread():

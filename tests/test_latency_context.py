@@ -7,7 +7,7 @@ import pytest
 from edgeprune.latency import LayerShape
 from edgeprune.optimizer.context import (ContextCorrection, context_correction, conv_order, map_nodes, profile_layers,
                                         weighted_nodes)
-from tests.test_pruning_models import make_concat, make_ir
+from tests.pruning_models import make_concat, make_ir
 
 IR_CONVS = ["stem.0", "expand.0", "dw.0", "project.0", "gconv.0"]
 

@@ -9,7 +9,7 @@ import edgeprune as ep
 from conftest import make_cnn, make_encoder, make_mlp
 from edgeprune.errors import ConfigError, PruningError
 from edgeprune.pruning.graph import channel_groups
-from test_pruning_models import make_concat, make_ir
+from pruning_models import make_concat, make_ir
 
 
 def _rel(a, b):

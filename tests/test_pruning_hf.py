@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 import torch
 
 import edgeprune as ep
 from edgeprune.errors import PruningError
-from test_pruning_models import make_gpt2, make_vit
+from pruning_models import make_gpt2, make_vit
 
 _SUBJECTS = ["the film", "this movie", "the actor", "her performance", "the plot", "the soundtrack", "the director", "the ending"]
 _VERBS = ["is", "feels", "seems", "was", "remains"]
@@ -58,16 +57,11 @@ def test_minilm_compensation_ratio_and_shapes(minilm_text, unit):
     model = loaded.module
     with torch.no_grad():
         ref = model(*test)
-    errs, seconds = {}, {}
+    errs = {}
     for comp in (False, True):
-        t0 = time.perf_counter()
         pruned = ep.prune(model, loaded.example_inputs, ep.StructuredConfig(ratio=0.5, unit=unit, compensate=comp), calib=cal)
-        seconds[comp] = time.perf_counter() - t0
         errs[comp] = _rel(pruned, ref, test)
-    print(f"MiniLM {unit} 50%: rel. error {errs[False]:.3f} -> {errs[True]:.3f} with compensation "
-          f"(ratio {errs[True] / errs[False]:.2f}); prune {seconds[True]:.1f} s")
-    assert errs[True] < 0.8 * errs[False], errs
-    assert seconds[True] < 60
+    assert errs[True] < 0.8 * errs[False], errs  # (how long pruning takes is a benchmark's business, not a test's)
     layer = pruned.model.encoder.layer[0]
     if unit == "heads":
         attn = layer.attention.self

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_cnn, make_mlp
-from test_pruning_models import make_gpt2
+from pruning_models import make_gpt2
 from edgeprune.optimizer.sensitivity import SensitiveOption, group_errors, probe_widths, zeroed_units
 from edgeprune.pruning import StructuredConfig, prune
 from edgeprune.pruning.apply import _choose, find_groups

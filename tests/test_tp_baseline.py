@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import edgeprune as ep  # noqa: E402
 from benchmarks import tp_baseline as tpb  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
-from test_pruning_models import make_gpt2  # noqa: E402
+from pruning_models import make_gpt2  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
