@@ -29,7 +29,7 @@ from edgeprune.backends import get_backend  # noqa: E402
 from edgeprune import bench  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.metrics import get_metric  # noqa: E402
-from edgeprune.export import export  # noqa: E402
+from edgeprune.exporter import export  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
 from edgeprune.optimizer import OptimizeConfig, optimize  # noqa: E402
 from edgeprune.recover import RecoverConfig  # noqa: E402

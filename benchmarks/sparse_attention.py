@@ -33,7 +33,7 @@ from edgeprune.attention import AttentionSparsityConfig, sparsify_attention  # n
 from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
-from edgeprune.export import export, export_openvino  # noqa: E402
+from edgeprune.exporter import export, export_openvino  # noqa: E402
 
 BACKENDS = ("onnxruntime", "openvino")
 

@@ -193,7 +193,7 @@ def run_latency(doc, save, quick, resume_from=None):
     """Dense vs 2:4 MiniLM on ORT and OpenVINO CPU; the verdict column comes from the report, evidence from OV counters."""
     import edgeprune as ep
     from edgeprune.backends import BackendOptions
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.models import HFModelWrapper
     from edgeprune.sparsity import SparsityConfig
 

@@ -212,7 +212,7 @@ def recovery_lines(result) -> list[str]:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file of the pruned model.")
 def apply_cmd(plan_path, model, input_shapes, output):
     """Re-apply a saved (possibly edited) plan.json to MODEL and export the result, validated."""
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.models import load_model
     from edgeprune.optimizer import apply_plan
     from edgeprune.planner import Plan

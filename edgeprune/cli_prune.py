@@ -107,7 +107,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if held_out is not None:
         console.print(held_out_score(loaded.module, pruned, held_out).line())
     if onnx_path:
-        from edgeprune.export import export, export_openvino, torch_outputs
+        from edgeprune.exporter import export, export_openvino, torch_outputs
 
         with stage(f"exporting to {onnx_path} and validating on onnxruntime"):
             export(pruned, loaded.example_inputs, onnx_path, input_names=loaded.input_names)

@@ -43,7 +43,7 @@ def export_cmd(model, output, input_shapes, opset, dynamic_batch, ov_path, atol,
     import json
 
     from edgeprune._io import write_text_atomic
-    from edgeprune.export import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, export_openvino, torch_outputs
     from edgeprune.models import load_model
     from edgeprune.report import export_table
 
@@ -82,7 +82,7 @@ def check_artifact(path: Path) -> None:
 def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
     """(label, compiled backend) for every model x backend; each model is exported once."""
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.models import load_model
     from edgeprune.session import ARTIFACT_SUFFIXES
 

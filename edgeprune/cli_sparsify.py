@@ -137,7 +137,7 @@ def _export_checked(sparse, loaded, cfg, onnx_path: str, tmp: Path, precision: s
 
     from edgeprune.data import as_data
     from edgeprune.errors import ExportError, SparsityError
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.sparsity.onnx_check import check_onnx, convert_fp16, quantize_qdq
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-sparsify-") as tmpdir:

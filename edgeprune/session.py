@@ -56,7 +56,7 @@ def open_session(model: Any, backend: str = "onnxruntime", *, threads: int | Non
         return loaded.name, session.compile(loaded, profile)
     if loaded.onnx_path is not None:
         return loaded.name, session.compile(loaded.onnx_path, profile)
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     tmp = tempfile.TemporaryDirectory(prefix="edgeprune-")
     onnx_path = Path(tmp.name) / f"{loaded.name}.onnx"

@@ -96,7 +96,7 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def minilm_onnx(tmp_path_factory, minilm):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     path = tmp_path_factory.mktemp("minilm") / "minilm.onnx"
     report = export(minilm, None, path)
@@ -105,7 +105,7 @@ def minilm_onnx(tmp_path_factory, minilm):
 
 @pytest.fixture(scope="session")
 def cnn_onnx(tmp_path_factory):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     model, inputs = make_cnn()
     path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"

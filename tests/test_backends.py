@@ -10,7 +10,7 @@ import pytest
 import edgeprune as ep
 from edgeprune.backends import BackendOptions, availability, get_backend
 from edgeprune.errors import BackendUnavailable, ConfigError
-from edgeprune.export import torch_outputs
+from edgeprune.exporter import torch_outputs
 
 
 def test_import_edgeprune_pulls_in_no_runtime():

@@ -8,7 +8,7 @@ import torch
 from conftest import SMALL_MODELS
 from edgeprune.backends import BackendOptions, get_backend
 from edgeprune.errors import ConfigError, ExportError
-from edgeprune.export import compare_outputs, export, export_openvino, torch_outputs
+from edgeprune.exporter import compare_outputs, export, export_openvino, torch_outputs
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))

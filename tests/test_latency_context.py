@@ -14,7 +14,7 @@ IR_CONVS = ["stem.0", "expand.0", "dw.0", "project.0", "gconv.0"]
 
 @pytest.fixture(scope="module")
 def ir_onnx(tmp_path_factory):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     model, example = make_ir()
     path = tmp_path_factory.mktemp("ctx") / "ir.onnx"
@@ -23,7 +23,7 @@ def ir_onnx(tmp_path_factory):
 
 
 def test_every_conv_maps_to_its_onnx_node_in_order(ir_onnx, tmp_path):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     model, example, path = ir_onnx
     layers = conv_order(model, example)

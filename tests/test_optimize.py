@@ -267,7 +267,7 @@ def test_best_attempt_counts_a_miss_inside_the_interval_as_met():
 
 
 def _attempt_files(tmp_path, widths):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     paths = []
     for w in widths:

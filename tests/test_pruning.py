@@ -173,7 +173,7 @@ def test_calib_forms():
 
 @pytest.mark.parametrize("make", [make_cnn, make_ir])
 def test_pruned_cnn_exports_to_ort_and_openvino(make, tmp_path):
-    from edgeprune.export import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, export_openvino, torch_outputs
 
     model, x = make()
     pruned = ep.prune(model, x, ep.StructuredConfig(ratio=0.5), calib=_calib(x, 16))

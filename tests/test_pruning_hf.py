@@ -73,7 +73,7 @@ def test_minilm_compensation_ratio_and_shapes(minilm_text, unit):
 
 
 def test_minilm_heads_and_ffn_export_ort_openvino(minilm_text, tmp_path):
-    from edgeprune.export import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, export_openvino, torch_outputs
 
     loaded, cal, _ = minilm_text
     # export correctness does not depend on the scores: the data-free path keeps this test fast
@@ -91,7 +91,7 @@ def test_minilm_heads_and_ffn_export_ort_openvino(minilm_text, tmp_path):
 
 @pytest.mark.parametrize("make", [make_gpt2, make_vit])
 def test_gpt2_vit_heads_ffn(make, tmp_path):
-    from edgeprune.export import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, export_openvino, torch_outputs
 
     model, x = make()
     if x[0].dtype == torch.long:

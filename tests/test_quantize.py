@@ -28,7 +28,7 @@ FP16_COSINE = 0.9999
 # nn.Module entry point of quantize() is covered by the sparsity-pattern tests.
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     model, _ = make_cnn()
     path = tmp_path_factory.mktemp("qcnn") / "cnn.onnx"
@@ -39,7 +39,7 @@ def cnn(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     model, _ = make_encoder()
     path = tmp_path_factory.mktemp("qenc") / "enc.onnx"
@@ -146,7 +146,7 @@ def _int8_weight(path, out_f, in_f) -> np.ndarray:
 def sparse_linear(request, tmp_path_factory):
     """A Linear with a 2:4 or 4x4-block weight, exported once per pattern (quantize() takes the nn.Module path
     in test_quantize_accepts_nn_module)."""
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     torch.manual_seed(4)
     w = _two_four() if request.param == "2:4" else _block()
@@ -272,7 +272,7 @@ def _padded_tokens(n=24, seq=32, seed=6):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.models import LoadedModel
 
     calib = _padded_tokens()

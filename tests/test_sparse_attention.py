@@ -173,7 +173,7 @@ H, D = 2, 8  # small heads x head dim: the export cost is the trace, the checks 
 def exported_layer(tmp_path_factory):
     """One dynamic-length export of both variants, shared by the graph, ORT and OpenVINO checks (the export is
     the slow part of this file)."""
-    from edgeprune.export import export, export_openvino
+    from edgeprune.exporter import export, export_openvino
 
     tmp = tmp_path_factory.mktemp("attn")
     m = _Layer().eval()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import edgeprune as ep
-from edgeprune.export import export
+from edgeprune.exporter import export
 from edgeprune.sparsity import SparsityConfig
 from edgeprune.sparsity.onnx_check import check_onnx, convert_fp16, quantize_qdq
 

@@ -124,7 +124,7 @@ def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, runti
 def export_layers(shape: AttentionShape, cfg: AttentionSparsityConfig, folder: Path,
                   dynamic: bool = False) -> dict[str, tuple[nn.Module, Path]]:
     """{"dense"|"sparse": (module, ONNX path)} of one layer at `shape` (dynamic: the length axis is symbolic)."""
-    from edgeprune.export import export
+    from edgeprune.exporter import export
 
     g = torch.Generator().manual_seed(0)
     qkv = tuple(torch.randn(shape.batch, shape.heads, shape.seq, shape.head_dim, generator=g) for _ in range(3))

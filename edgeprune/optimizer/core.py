@@ -252,7 +252,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     Fixed fractions, not placed at the budget: anchors at the budget's table cost (tried) sit close together, so
     anchor noise tilts the map; on MiniLM/ORT that run measured 1.60x for 1.3x asked against 1.32x with these."""
     from edgeprune.bench import benchmark_sessions
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.latency import WholeModelFit
     from edgeprune.optimizer.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune

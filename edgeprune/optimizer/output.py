@@ -57,7 +57,7 @@ def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, op
             from edgeprune.backends import get_backend_class
 
             if get_backend_class("openvino").available():
-                from edgeprune.export import export_openvino
+                from edgeprune.exporter import export_openvino
 
                 export_openvino(tmp / "model.onnx", tmp / "model.xml")
         (tmp / "report.json").write_text(json.dumps(report_doc(result, model_name), indent=2, default=str))

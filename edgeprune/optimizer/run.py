@@ -218,7 +218,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     the model's length; "off": never) is recorded in plan.attention.
     """
     from edgeprune.counting import count
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.pruning.apply import find_groups
     from edgeprune.pruning.config import StructuredConfig
 

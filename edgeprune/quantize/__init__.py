@@ -87,7 +87,7 @@ def to_onnx(model: Any, workdir: Path, calib=None, input_shapes: Sequence[str] |
     """An FP32 ONNX file for `model` (spec, LoadedModel, nn.Module, or .onnx path) and the LoadedModel (or None)."""
     import torch
 
-    from edgeprune.export import export
+    from edgeprune.exporter import export
     from edgeprune.models import LoadedModel, load_model
 
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
@@ -187,7 +187,7 @@ def _run(backend, precision, onnx_path, output, calib, config, evaluate, eval_da
 def validate_artifact(fp32_onnx: Path, artifact: Path, backend: str, calib=None) -> tuple[list, float | None]:
     """Run the artifact on its CPU runtime and compare with the FP32 ONNX on ORT: per-output checks + top-1 agreement."""
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.export import compare_outputs
+    from edgeprune.exporter import compare_outputs
 
     ref = get_backend("onnxruntime").compile(fp32_onnx)
     runtime = "openvino" if backend == "openvino" else "onnxruntime"

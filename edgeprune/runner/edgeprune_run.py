@@ -178,7 +178,7 @@ def measure(fn, warmup: int = 20, iters: int | None = 200, seconds: float | None
 
 
 def compare_outputs(refs, outs, names, atol: float) -> list:
-    """Per output: max abs diff, cosine, tolerance atol*max(1, max|ref|) (as edgeprune.export)."""
+    """Per output: max abs diff, cosine, tolerance atol*max(1, max|ref|) (as edgeprune.exporter)."""
     np = need("numpy")
     if len(refs) != len(outs):
         return [{"name": "outputs", "shape": [], "max_abs_diff": float("inf"), "cosine": float("nan"), "tolerance": atol,
