@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from edgeprune.errors import BackendUnavailable
+from edgeprune.errors import BackendUnavailable, EdgepruneError, ModelLoadError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,13 @@ class Backend(abc.ABC):
         proc = psutil.Process()
         rss0 = proc.memory_info().rss
         t0 = time.perf_counter()
-        self._load(model_path, profile)
+        try:
+            self._load(model_path, profile)
+        except EdgepruneError:
+            raise
+        except Exception as err:  # the runtime's own message, first line: unsupported opset, bad graph, ...
+            raise ModelLoadError(_load_failure(self.name, model_path, err),
+                                 hint="re-export it for this runtime (a lower --opset), or update the runtime") from err
         self.compile_time_s = time.perf_counter() - t0
         # Memory the loaded session added to this process (the process peak includes torch etc.).
         self.load_rss_mb = (proc.memory_info().rss - rss0) / 2**20
@@ -186,3 +192,18 @@ def match_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray], 
             arr = arr.astype(spec.dtype)
         out[spec.name] = np.ascontiguousarray(arr)
     return out
+
+
+def _load_failure(backend: str, model_path: Any, err: Exception) -> str:
+    """One line: which runtime refused which file, and the runtime's own reason without its C++ source location
+    (ORT: 'Load model from P failed:/onnxruntime_src/...h:46 void f(...) <reason>'); for an opset, its sentences."""
+    import re
+
+    name = Path(model_path).name if isinstance(model_path, (str, Path)) else type(model_path).__name__
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    text = re.sub(r"Load model from \S+ failed:", "", text)
+    text = re.sub(r"/\S+:\d+ [^()]*\((?:[^()]|\([^()]*\))*\)\s*", "", text).strip()
+    sentences = re.split(r"(?<=\.)\s+", text)
+    about_opset = [x for x in sentences if "opset" in x.lower()]
+    why = " ".join(about_opset) if about_opset else text
+    return f"{backend} cannot load {name}: {why[:300]}"

@@ -17,6 +17,11 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a real subpro
     raise Terminated()
 
 
+def _resume_hint(ctx: click.Context) -> str:
+    # only optimize checkpoints its recovery; elsewhere a rerun starts from scratch
+    return "; an interrupted recovery resumes with --resume OUTDIR" if ctx.invoked_subcommand == "optimize" else ""
+
+
 class _Group(click.Group):
     """Turns EdgepruneError into one line on stderr and exit 2 (unless --debug); Ctrl-C into exit 130 and SIGTERM
     into 143, each with one line, after the atomic writers have removed their partial output."""
@@ -31,12 +36,10 @@ class _Group(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
-            click.echo("interrupted (Ctrl-C): no partial output was written; an interrupted recovery resumes with --resume OUTDIR",
-                       err=True)
+            click.echo("interrupted (Ctrl-C): no partial output was written" + _resume_hint(ctx), err=True)
             ctx.exit(130)
         except Terminated:
-            click.echo("terminated (SIGTERM): no partial output was written; an interrupted recovery resumes with --resume OUTDIR",
-                       err=True)
+            click.echo("terminated (SIGTERM): no partial output was written" + _resume_hint(ctx), err=True)
             ctx.exit(143)
 
 

@@ -127,6 +127,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
 
     from edgeprune.models import load_model
     from edgeprune.optimizer import OptimizeConfig, optimize
+    from edgeprune.profiles import load_profile
 
     if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
         raise ConfigError(f"--bundle {bundle_path} must end in .tar.gz", hint="e.g. --bundle model.tar.gz")
@@ -136,6 +137,12 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     if resume_dir and not checkpoint_dir.is_dir():
         raise ConfigError(f"--resume {resume_dir}: no interrupted recovery there ({checkpoint_dir} is missing)",
                           hint="resume the -o folder of a run that was stopped during recovery")
+    # cheap checks first: a bad option or profile is refused before the model and data are read
+    recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, steps=recover_steps, seed=seed, checkpoint_dir=checkpoint_dir,
+                            resume=bool(resume_dir))
+    config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=load_profile(profile),
+                            runtime=runtime, metric=metric, max_drop=max_drop, recover=recover,
+                            importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     evaluate = _load_eval(eval_spec)
     loaded = load_model(model, input_shapes)
     if loaded.module is None:
@@ -143,11 +150,6 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     sets = read_data_options(loaded, calib, train, eval_data, image_size)
     if model == "minilm" and calib is None and train is None and eval_data is None:
         sets = default_data(loaded)
-    recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, steps=recover_steps, seed=seed, checkpoint_dir=checkpoint_dir,
-                            resume=bool(resume_dir))
-    config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=profile, runtime=runtime,
-                            metric=metric, max_drop=max_drop, recover=recover,
-                            importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     with ProgressLine() as status:
         result = optimize(loaded.module, loaded.example_inputs, config, calib=sets[0], train=sets[1], eval_data=sets[2],
                           evaluate=evaluate, input_names=loaded.input_names, model_name=loaded.name, progress=status.update)

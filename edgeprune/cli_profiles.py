@@ -75,26 +75,26 @@ def show_cmd(name: str, as_json: bool) -> None:
 @profiles.command("validate")
 @click.argument("files", nargs=-1, required=True)
 def validate_cmd(files: tuple[str, ...]) -> None:
-    """Check profile files against the schema; prints 'ok: FILE' or every problem with its field path."""
+    """Check profile files against the schema: 'ok: FILE', or one line per invalid file with every problem and its field
+    path (one file given: that line is the error itself)."""
     from edgeprune.profiles import load_profile_file
 
-    bad = []
+    bad: list[tuple[str, str]] = []
     for path in files:
         try:
             load_profile_file(path)
         except ProfileError as err:
-            bad.append(path)
-            problems = getattr(err, "problems", None)
-            click.echo(f"invalid: {path}")
-            if problems:
-                for field, msg in problems:
-                    click.echo(f"  {path}: field '{field}': {msg}" if field else f"  {path}: {msg}")
-            else:
-                click.echo(f"  {err.message}")
+            problems = getattr(err, "problems", None) or [("", err.message)]
+            text = "; ".join(f"field '{f}': {m}" if f else m for f, m in problems)
+            bad.append((path, text[len(path) + 2:] if text.startswith(f"{path}: ") else text))
             continue
         click.echo(f"ok: {path}")
+    if len(files) == 1 and bad:
+        raise ProfileError(f"{bad[0][0]}: {bad[0][1]}", hint="fix those fields and validate again")
+    for path, problems in bad:
+        click.echo(f"invalid: {path}: {problems}")
     if bad:
-        raise ProfileError(f"{len(bad)} of {len(files)} profile file(s) invalid: {', '.join(bad)}",
+        raise ProfileError(f"{len(bad)} of {len(files)} profile file(s) invalid: {', '.join(p for p, _ in bad)}",
                            hint="fix the fields listed above and validate again")
 
 

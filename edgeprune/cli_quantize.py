@@ -70,6 +70,8 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
         # one option set on every command; here there is no training step for the data to feed
         raise ConfigError(f"--train {train_path}: quantize is post-training and trains nothing",
                           hint="pass the data as --calib, or recover with `edgeprune optimize --train` before quantizing")
+    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:  # NaN fails this too
+        raise ConfigError(f"--min-cosine must be in [-1, 1], got {min_cosine}", hint="e.g. --min-cosine 0.99")
     profile = _profile(profile_name)
     if precision is None:
         precision = default_precision(profile) if profile is not None else "int8"
@@ -104,6 +106,10 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
                                            eval_data=eval_path)
         with stage(f"quantizing for {backend} ({precision}) and validating"):
             result = quantize(onnx_path, backend, calib, precision, output, config=config, validate_data=held_out)
+    if min_cosine is not None and not result.min_cosine >= min_cosine:
+        _remove_written(Path(result.path))  # a model that failed its own acceptance line is not left behind
+        raise ConfigError(f"quantized model cosine {result.min_cosine:.4f} is below --min-cosine {min_cosine}",
+                          hint="try --method entropy/percentile, --dynamic (ORT), or more calibration samples")
     console.print(f"wrote {result.path} ({backend}, {precision}): {result.bytes / 1e6:.2f} MB (fp32 {result.fp32_bytes / 1e6:.2f} MB), "
                   f"{result.seconds:.1f} s")
     for check in result.checks:
@@ -114,9 +120,12 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
         console.print(f"  validated on {result.details['validated_on']['samples']} held-out samples")
     if json_path:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2, default=str))
-    if min_cosine is not None and result.min_cosine < min_cosine:
-        raise ConfigError(f"quantized model cosine {result.min_cosine:.4f} is below --min-cosine {min_cosine}",
-                          hint="try --method entropy/percentile, --dynamic (ORT), or more calibration samples")
+
+
+def _remove_written(path) -> None:
+    """The quantized file and what belongs to it (OpenVINO's .bin, ONNX external data named after it)."""
+    for p in (path, path.with_suffix(".bin"), path.with_name(path.name + ".data")):
+        p.unlink(missing_ok=True)
 
 
 COMMANDS = [quantize_cmd]

@@ -82,14 +82,20 @@ def compare_outputs(reference: Sequence[np.ndarray], got: Sequence[np.ndarray], 
             continue
         diff = float(np.max(np.abs(ref - out))) if ref.size else 0.0
         denom = float(np.linalg.norm(ref) * np.linalg.norm(out))
-        cosine = float(np.dot(ref.ravel(), out.ravel()) / denom) if denom > 0 else 1.0
+        # NaN anywhere makes denom NaN, and `NaN > 0` is False: that used to print cosine 1.0 beside diff nan
+        finite = bool(np.isfinite(ref).all() and np.isfinite(out).all())
+        cosine = (float(np.dot(ref.ravel(), out.ravel()) / denom) if denom > 0 else 1.0) if finite else float("nan")
         scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
         checks.append(OutputCheck(name, tuple(ref.shape), diff, cosine, atol * scale))
     return checks
 
 
-def raise_on_mismatch(checks: Sequence[OutputCheck], what: str) -> None:
+def raise_on_mismatch(checks: Sequence[OutputCheck], what: str, reference: Sequence[np.ndarray] | None = None) -> None:
     bad = [c for c in checks if not c.ok]
+    nonfinite = [c.name for c, r in zip(checks, reference or []) if not np.isfinite(r).all()]
+    if bad and nonfinite:  # a larger --atol cannot fix NaN: say where it comes from
+        raise ExportError(f"{what}: the PyTorch model's own output(s) {nonfinite} hold NaN/Inf on the example inputs",
+                          hint="check the weights and inputs for NaN/Inf (load_model names the parameter) or an overflow")
     if bad:
         raise ExportError(f"{what} disagrees with the PyTorch model on {len(bad)} of {len(checks)} output(s): "
                           + "; ".join(str(c) for c in bad),
@@ -177,6 +183,9 @@ def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: s
     if not 7 <= opset <= 23:
         raise ConfigError(f"opset {opset} is out of range", hint="use an opset between 7 and 23 (default 18)")
     model = model.eval()
+    from edgeprune.finite import check_finite_entry
+
+    check_finite_entry(model, example_inputs, where="export's model")
     names = list(input_names or [f"input_{i}" for i in range(len(example_inputs))])
     reference = torch_outputs(model, example_inputs)
     out_names = list(output_names or [f"output_{i}" for i in range(len(reference))])
@@ -189,7 +198,7 @@ def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: s
         if validate:
             feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, example_inputs)}
             checks = compare_outputs(reference, run_onnxruntime(tmp, feeds), out_names, atol)
-            raise_on_mismatch(checks, f"ONNX export {path.name} on onnxruntime")
+            raise_on_mismatch(checks, f"ONNX export {path.name} on onnxruntime", reference)
     return ExportReport(path, "onnxruntime", exporter, opset, checks, time.perf_counter() - t0, reason)
 
 

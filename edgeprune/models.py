@@ -58,6 +58,9 @@ def module_and_inputs(model: Any, example_inputs: Any, verb: str, error: type[Co
         model = model.module
     if not isinstance(model, torch.nn.Module):
         raise error(f"{verb} needs a torch.nn.Module, got {type(model).__name__}")
+    from edgeprune.finite import check_finite_entry
+
+    check_finite_entry(model, example_inputs, where=f"{verb}'s model")
     return model, example_inputs
 
 
@@ -150,7 +153,16 @@ def check_onnx_file(path: Path) -> None:
 
 
 def load_model(spec: str | Path, input_shapes: Sequence[str] | None = None, *, seq_len: int = 128, batch: int = 1) -> LoadedModel:
-    """Resolve a model spec (see module docstring) into a LoadedModel."""
+    """Resolve a model spec (see module docstring) into a LoadedModel; NaN/Inf weights or inputs are refused."""
+    from edgeprune.finite import check_finite_entry
+
+    loaded = _resolve(spec, input_shapes, seq_len, batch)
+    if loaded.module is not None:
+        check_finite_entry(loaded.module, loaded.example_inputs, where=str(spec))
+    return loaded
+
+
+def _resolve(spec: str | Path, input_shapes: Sequence[str] | None, seq_len: int, batch: int) -> LoadedModel:
     text = str(spec)
     shapes = parse_input_specs(input_shapes)
     if text in BUILTIN_MODELS:
@@ -262,7 +274,13 @@ def _load_hf(folder: Path, shapes: list[InputSpec], seq_len: int, batch: int, so
         transformers.utils.logging.disable_progress_bar()
     except ImportError as err:
         raise ModelLoadError("Hugging Face folders need transformers", hint="pip install 'edgeprune[hf]'") from err
-    config = json.loads((folder / "config.json").read_text())
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"{folder / 'config.json'} is not readable JSON: {err}",
+                             hint="restore the folder's config.json (save_pretrained writes it)") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / 'config.json'} must hold a JSON object", hint="restore the folder's config.json")
     try:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
     except Exception as err:

@@ -242,30 +242,6 @@ def test_probe_inputs_follow_bench_conventions(tmp_path):
     assert manifest["probe"]["outputs"][0]["shape"] == [1, 128, 8]
 
 
-@pytest.mark.parametrize("setup, args, fragment", [
-    ("empty", ["bundle", "OUT", "-o", "DIST/b.tar.gz"], "no runtime artifact"),
-    ("model", ["bundle", "OUT", "-o", "DIST/b.zip"], "must end in .tar.gz"),
-    ("none", ["bundle", "OUT/missing", "-o", "DIST/b.tar.gz"], "not a folder"),
-    ("broken", ["bundle", "OUT", "-o", "DIST/b.tar.gz"], "onnxruntime cannot load m.onnx"),
-    ("badmeta", ["bundle", "OUT", "-o", "DIST/b.tar.gz"], "cannot read"),
-    ("none", ["bench-bundle", "DIST/nope.tar.gz"], "bundle not found"),
-    ("none", ["report", "OUT/none"], "not found"),
-])
-def test_cli_errors_are_one_line_and_write_nothing(tmp_path, setup, args, fragment):
-    out, dist = tmp_path / "out", tmp_path / "dist"
-    out.mkdir()
-    if setup == "model" or setup == "badmeta":
-        mlp_onnx(out / "m.onnx")
-    if setup == "broken":
-        (out / "m.onnx").write_bytes(b"not onnx")
-    if setup == "badmeta":
-        (out / "plan.json").write_text("{oops")
-    result = CliRunner().invoke(main, [a.replace("OUT", str(out)).replace("DIST", str(dist)) for a in args])
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
-    assert not dist.exists() or list(dist.iterdir()) == []
-
-
 def test_cli_bundle_and_bench_bundle(outdir, tmp_path):
     runner = CliRunner()
     archive = tmp_path / "m.tar.gz"

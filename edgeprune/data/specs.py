@@ -68,23 +68,23 @@ def bind_arrays(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], so
     else:
         raise CalibrationError(f"calibration data from {source} holds inputs {list(arrays)}, the model expects {expected}",
                                hint="name the arrays like the model inputs (npz keys), or give one array per input")
-    return {spec.name: _fit(arr, spec) for spec, arr in zip(specs, picked)}
+    return {spec.name: _fit(arr, spec, source) for spec, arr in zip(specs, picked)}
 
 
-def _fit(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+def _fit(arr: np.ndarray, spec: InputSpec, source: str) -> np.ndarray:
     """One input checked against its spec: rank, static dims (dim 0 = samples is free), float/int kind."""
     got = f"{tuple(arr.shape[1:])} {arr.dtype} per sample"
     if arr.ndim != len(spec.shape):
-        raise CalibrationError(f"calibration input '{spec.name}' has shape {tuple(arr.shape)} (rank {arr.ndim}, {got}); "
+        raise CalibrationError(f"{source}: calibration input '{spec.name}' has shape {tuple(arr.shape)} (rank {arr.ndim}, {got}); "
                                f"the model expects {spec} (rank {len(spec.shape)}, N = samples)",
                                hint="give samples stacked on dim 0 with the model's per-sample shape")
     for i, (have, want) in enumerate(zip(arr.shape[1:], spec.shape[1:]), start=1):
         if isinstance(want, int) and want > 0 and have != want:
-            raise CalibrationError(f"calibration input '{spec.name}' is {got}, dim {i} is {have}; the model expects {spec}",
+            raise CalibrationError(f"{source}: calibration input '{spec.name}' is {got}, dim {i} is {have}; the model expects {spec}",
                                    hint="resize/crop images or set the sequence length to the model's static shape")
     want_kind, have_kind = np.dtype(spec.dtype).kind, arr.dtype.kind
     if want_kind != have_kind and not ({want_kind, have_kind} <= {"i", "u"}):
-        raise CalibrationError(f"calibration input '{spec.name}' has dtype {arr.dtype}; the model expects {spec}",
+        raise CalibrationError(f"{source}: calibration input '{spec.name}' has dtype {arr.dtype}; the model expects {spec}",
                                hint="token ids must be integers, images/features floats")
     return arr.astype(spec.dtype, copy=False)
 

@@ -136,6 +136,9 @@ def optimize(model: nn.Module, example_inputs: Any, config: OptimizeConfig | Non
     example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     names = list(input_names or [f"input_{i}" for i in range(len(example_inputs))])
     model = model.eval()
+    from edgeprune.finite import check_finite_entry
+
+    check_finite_entry(model, example_inputs, where="optimize's model")
     calib_d, train_d, eval_d = resolve_data(calib, train, eval_data, example_inputs, names, config, evaluate is None, say,
                                             tokenizer, preprocess)
     metric, score, drop, score_dense = _scorer(model, example_inputs, names, eval_d, config, evaluate)

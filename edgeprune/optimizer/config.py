@@ -51,6 +51,12 @@ class OptimizeConfig:
             object.__setattr__(self, "speedup", DEFAULT_SPEEDUP)
         elif len(given) > 1:
             raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
+        self._check_budget()
+        if self.runtime is not None:
+            from edgeprune.backends import ALIASES, names
+
+            if self.runtime not in names() and self.runtime not in ALIASES:
+                raise ConfigError(f"unknown runtime '{self.runtime}'", hint=f"use one of {', '.join(names())}")
         if self.max_drop is not None and not self.max_drop >= 0:
             raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")
         if isinstance(self.attention, str) and self.attention not in ("auto", "off"):
@@ -62,6 +68,18 @@ class OptimizeConfig:
             from edgeprune.metrics import get_metric
 
             get_metric(self.metric)  # an unknown name fails here, listing the known ones
+
+    def _check_budget(self) -> None:
+        # `not x > 1` (not `x <= 1`) so that NaN fails too; inf is no budget either
+        import math
+
+        s, ms, r = self.speedup, self.latency_ms, self.macs_ratio
+        if s is not None and not (s > 1.0 and math.isfinite(s)):
+            raise ConfigError(f"speedup must be > 1 and finite, got {s}", hint="e.g. --speedup 1.5")
+        if ms is not None and not (ms > 0 and math.isfinite(ms)):
+            raise ConfigError(f"latency_ms must be > 0 and finite, got {ms}", hint="e.g. --latency-ms 10")
+        if r is not None and not 0 < r < 1:
+            raise ConfigError(f"macs_ratio must be in (0, 1), got {r}", hint="e.g. --macs-ratio 0.6")
 
     def replace(self, **changes) -> "OptimizeConfig":
         return dataclasses.replace(self, **changes)

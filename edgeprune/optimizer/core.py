@@ -195,6 +195,7 @@ def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, c
     from edgeprune.pruning import StructuredConfig, prune
 
     ratios = plan.per_layer_ratios()
+    _check_plan_fits(plan, model, example_inputs)
     if ratios:
         # every calibration sample given is used (optimize passes OptimizeConfig.calib_samples of them)
         from edgeprune.data import as_data
@@ -205,6 +206,24 @@ def apply_plan(plan: Plan, model: torch.nn.Module, example_inputs, calib=None, c
                                   compensate=compensate, seed=plan.seed, n_calib=max(1, n_calib))
         model = prune(model, example_inputs, config, calib=calib)
     return apply_attention(plan.attention, model, example_inputs, calib=calib)
+
+
+def _check_plan_fits(plan: Plan, model: torch.nn.Module, example_inputs) -> None:
+    """Every group of the plan exists in `model` with the plan's width (else it was made for another model)."""
+    from edgeprune.pruning import StructuredConfig
+    from edgeprune.pruning.apply import find_groups
+
+    if not plan.groups:
+        return
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    widths = {g.name: g.n_units for g in find_groups(model, inputs, StructuredConfig(ratio=0.0, unit="auto"))}
+    for g in plan.groups:
+        if g["name"] not in widths:
+            raise ConfigError(f"plan group '{g['name']}' is not a prunable group of this model ({len(widths)} groups, "
+                              f"e.g. {', '.join(list(widths)[:3])})", hint="apply the plan to the model it was made for")
+        if widths[g["name"]] != g["width"]:
+            raise ConfigError(f"plan group '{g['name']}' has width {g['width']}, the model's has {widths[g['name']]}",
+                              hint="apply the plan to the model it was made for")
 
 
 def _speedup_dict(s) -> dict[str, float]:

@@ -11,6 +11,7 @@ The input model is never modified; a pruned deep copy is returned.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import logging
 import math
 from typing import Any, Callable, Sequence
@@ -53,6 +54,16 @@ def find_groups(model: nn.Module, example_inputs: tuple, config: StructuredConfi
         raise ConfigError("nothing left to prune: every prunable group is ignored or reaches the model output",
                           hint="shorten ignore= (it may match every layer)")
     return groups
+
+
+def _check_per_layer(config: StructuredConfig, groups: list[Group]) -> None:
+    """A per_layer name or glob that matches no group is a typo or a plan for another model: refuse it."""
+    names = [g.name for g in groups]
+    for pattern, _ in config.per_layer or ():
+        if not any(n == pattern or fnmatch.fnmatchcase(n, pattern) for n in names):
+            shown = ", ".join(names[:4]) + (f", ... ({len(names)} groups)" if len(names) > 4 else "")
+            raise ConfigError(f"per_layer '{pattern}' matches no prunable group of this model (its groups: {shown})",
+                              hint="check the name, or use the plan written for this model")
 
 
 def _step(group: Group, multiple: int) -> int:
@@ -144,10 +155,14 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
+    from edgeprune.finite import check_finite_entry
+
+    check_finite_entry(model, example_inputs, where="prune's model")
     if config.importance == "taylor" and loss_fn is None:
         raise ConfigError("importance='taylor' needs a loss", hint="pass loss_fn=lambda out: ... to prune()")
     model = copy.deepcopy(model).eval()
     groups = find_groups(model, example_inputs, config)
+    _check_per_layer(config, groups)
     batches = _calibration_chunks(calib, example_inputs, config.n_calib, model)
     static: dict[str, torch.Tensor] | None = None
     taylor_of = imp.taylor_products(model, batches, loss_fn) if config.importance == "taylor" else None

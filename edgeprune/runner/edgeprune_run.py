@@ -79,7 +79,9 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     try:
         tf = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as err:
-        raise RunnerError(f"cannot read bundle archive {archive}: {err}", hint="pass a .tar.gz made by `edgeprune bundle`") from None
+        why = (str(err).splitlines() or [type(err).__name__])[0].rstrip(": ")  # tarfile lists every method it tried
+        raise RunnerError(f"cannot read bundle archive {archive}: {why} (not a .tar.gz?)",
+                          hint="pass a .tar.gz made by `edgeprune bundle`") from None
     dest = dest.resolve()
     with tf:
         for m in check_members(tf):
@@ -125,6 +127,12 @@ def load_manifest(root: Path) -> dict:
 
 def verify_files(root: Path, manifest: dict) -> int:
     """Check every listed file's sha256; returns how many were checked."""
+    listed = set(manifest["files"]) | {MANIFEST}
+    extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.relative_to(root).as_posix() not in listed)
+    if extra:
+        raise RunnerError(f"bundle holds file(s) its manifest does not list: {extra[:3]}",
+                          hint="remove them, or rebuild the bundle with `edgeprune bundle` to include them")
     for rel, digest in sorted(manifest["files"].items()):
         if _unsafe_name(rel):
             raise RunnerError(f"unsafe file name in manifest: {rel!r}", hint="rebuild the bundle")
@@ -404,6 +412,11 @@ def run_bundle(root: Path, backend: str = "auto", warmup: int = 20, iters: int |
     refs = load_probe(root, probe.get("outputs", []))
     atol = float(probe.get("atol", 1e-4))
     outputs = compare_outputs(list(refs.values()), sess.run(feeds), list(refs), atol)
+    bad = [o for o in outputs if not o["ok"]]
+    if bad:  # a model that computes something else is not worth timing: refuse before anything is written
+        raise RunnerError(f"{artifact['file']} on {rt} disagrees with the bundle's reference outputs on "
+                          f"{[o['name'] for o in bad]} (max abs diff {max(o['max_abs_diff'] for o in bad):.3g}, atol {atol:g})",
+                          hint="check the runtime version and precision on the target, or rebuild with a larger --atol")
     doc = {"schema": RESULTS_SCHEMA, "model": manifest.get("model"), "profile": manifest.get("profile"),
            "precision": precision, "artifact": artifact["file"], "backend": rt, "files_checked": checked,
            "check": {"ok": all(o["ok"] for o in outputs), "atol": atol, "outputs": outputs}, "results": [],
