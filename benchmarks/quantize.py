@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -190,6 +191,15 @@ def effnet_bench(args, tmp: Path):
     return {"model": "EfficientNet-Lite0 (224, batch 1)", "data": source, "eval_samples": int(len(ev)), "rows": rows}
 
 
+def _settings(details: dict) -> str:
+    """What the quantizer chose, as the table shows it: ORT's activation/weight types (U8S8 vs U8U8 is a 7x
+    difference on AVX2 CPUs without VNNI), OpenVINO's preset; '-' for fp32."""
+    if "weight_type" in details:
+        rr = ", reduce_range" if details.get("reduce_range") else ""
+        return f"{details.get('mode', '?')}: activations uint8, weights {details['weight_type'] or 'int8'}{rr}"
+    return details.get("preset") or details.get("mode") or "-"
+
+
 def markdown(results, meta) -> str:
     lines = ["# INT8 vs FP32 on ONNX Runtime and OpenVINO (CPU)", "",
              f"Machine: {meta['cpu']}; {meta['rounds']} interleaved rounds × {meta['iters']} iters per variant, batch 1. "
@@ -198,15 +208,17 @@ def markdown(results, meta) -> str:
         lines += [f"## {res['model']}", "", f"Data: {res['data']}; {res['eval_samples']} held-out evaluation samples "
                   "(calibration samples are disjoint)." + (f" Stacking: {res['stacked']}." if res.get("stacked") else ""), ""]
         acc_col = "probe acc" if "probe_accuracy" in res["rows"][0] else "top-1 agree"
-        lines += [f"| variant | p50 ms | p90 ms | speedup vs fp32 (same runtime) | cosine vs fp32 | {acc_col} | MB |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| variant | settings | p50 ms | p90 ms | speedup vs fp32 (same runtime) | cosine vs fp32 | {acc_col} | MB |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             s = r["speedup_vs_fp32_same_runtime"]
             acc = r.get("probe_accuracy", r.get("top1_agreement"))
+            settings = _settings(r.get("quantize") or {})
             if s is None:  # --no-latency
-                lines.append(f"| {r['variant']} | - | - | not timed | {r['cosine_vs_fp32']:.4f} | "
+                lines.append(f"| {r['variant']} | {settings} | - | - | not timed | {r['cosine_vs_fp32']:.4f} | "
                              f"{'n/a' if acc is None else f'{100 * acc:.1f}%'} | {r['artifact_mb']:.1f} |")
                 continue
-            lines.append(f"| {r['variant']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f}) | "
+            lines.append(f"| {r['variant']} | {settings} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f}) | "
                          f"{r['cosine_vs_fp32']:.4f} | {'n/a' if acc is None else f'{100 * acc:.1f}%'} | {r['artifact_mb']:.1f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -227,7 +239,7 @@ def main(argv=None):
     env = environment()
     flags = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
-    cpu = f"{env.get('cpu', env.get('processor', '?'))}, {env.get('cpu_count', '?')} cores, ISA: {', '.join(isa) or '?'}"
+    cpu = f"{env.get('cpu', env.get('processor', '?'))}, {os.cpu_count()} cores, ISA: {', '.join(isa) or '?'}"
     t0 = time.time()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,12 +249,10 @@ def main(argv=None):
             results.append(effnet_bench(args, Path(tmp)))
     meta = {"rounds": args.rounds, "iters": args.iters, "quick": args.quick, "wall_s": round(time.time() - t0, 1), "cpu": cpu, "env": env}
     md = markdown(results, meta)
-    out = ROOT / "benchmarks" / "results"
-    from edgeprune._io import write_text_atomic
+    from benchmarks.results_io import write_results
 
     stem = "quantize_accuracy" if args.no_latency else "quantize"  # never overwrite the timed results
-    write_text_atomic(out / f"{stem}.json", json.dumps({"meta": meta, "results": results}, indent=2, default=str))
-    write_text_atomic(out / f"{stem}.md", md)
+    write_results(stem, results, md, meta)  # + the machine, versions, commit and date footer
     print(md)
 
 

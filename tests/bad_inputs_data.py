@@ -100,6 +100,25 @@ def _data_files(root: Path) -> None:
     (root / "hf_badconfig").mkdir()
     (root / "hf_badconfig" / "config.json").write_text("{not json")
     (root / "corrupt.pt2").write_bytes(b"PK\x03\x04 not really a zip archive")
+    _newer_pt2(root / "newer.pt2")
+
+
+def _newer_pt2(path: Path) -> None:
+    """A real ExportedProgram whose archive says a future torch (export schema 99) saved it."""
+    import zipfile
+
+    program = torch.export.export(torch.nn.Linear(32, 8).eval(), (torch.randn(1, 32),))
+    real = path.with_name("real.pt2")
+    torch.export.save(program, str(real))
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith(".json") and "/models/" in f"/{name}":
+                doc = json.loads(data)
+                doc["schema_version"], doc["torch_version"] = {"major": 99, "minor": 0}, "9.9.0"
+                data = json.dumps(doc).encode()
+            dst.writestr(name, data)
+    real.unlink()
 
 
 def _mlp_onnx(path: Path) -> None:

@@ -27,6 +27,7 @@ CASES = [
     ("export", ["export", f"{M}:inf_weight", "-o", "OUT/m.onnx"], "net.2.bias"),
     ("export", ["export", f"{M}:nan_inputs", "-o", "OUT/m.onnx"], "example input"),
     ("export", ["export", "BAD/corrupt.pt2", "-o", "OUT/m.onnx"], "corrupt.pt2"),
+    ("export", ["export", "BAD/newer.pt2", "-o", "OUT/m.onnx"], "saved by torch 9.9.0"),
     ("export", ["export", "BAD/hf_badconfig", "-o", "OUT/m.onnx"], "config.json"),
     ("export", ["export", "BAD/hf_empty", "-o", "OUT/m.onnx"], "hf_empty"),
     ("export", ["export", MLP, "-o", "OUT/m.txt"], "must end in .onnx"),
@@ -174,3 +175,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert fragment in lines[0], lines[0]
     assert list(out.iterdir()) == [] and _snapshot(bad) == before
+
+
+def test_the_readme_counts_the_battery():
+    from collections import Counter
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"is one table of {len(CASES)} cases" in readme
+    for command, n in Counter(c for c, _, _ in CASES).items():
+        assert f"{command} {n}" in readme, f"README's per-command count for {command} is not {n}"

@@ -182,3 +182,33 @@ def test_pruned_cnn_exports_to_ort_and_openvino(make, tmp_path):
     feeds = {"input_0": x[0].numpy()}
     ov = export_openvino(tmp_path / "p.onnx", tmp_path / "p.xml", reference=(torch_outputs(pruned, x), feeds))
     assert ov.ok and ov.max_abs_diff <= 1e-4
+
+
+def test_ridge_cholesky_recovers_singular_and_names_the_layer_when_it_cannot():
+    from edgeprune.errors import PruningError
+    from edgeprune.pruning.compensate import ridge_cholesky
+
+    x = torch.randn(3, 8, dtype=torch.float64)
+    singular = x.t() @ x  # rank 3 of 8: PSD, not PD
+    L = ridge_cholesky(singular, "layer 'a'")
+    assert torch.allclose(L @ L.t(), singular, atol=1e-3 * singular.diagonal().mean().item())
+    with pytest.raises(PruningError, match="layer 'b'.*not positive definite"):
+        ridge_cholesky(-torch.eye(4, dtype=torch.float64), "layer 'b'")
+    with pytest.raises(PruningError, match="layer 'c'.*NaN/Inf"):
+        ridge_cholesky(torch.full((2, 2), float("inf"), dtype=torch.float64), "layer 'c'")
+
+
+def test_overflowing_calibration_names_the_layer_in_one_line(tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    np.save(tmp_path / "huge.npy", np.full((16, 32), 3e38, dtype=np.float32))  # finite, but the first Linear overflows
+    result = CliRunner().invoke(main, ["prune", f"{Path(__file__).parent}/models_for_cli.py:mlp_with_inputs", "--ratio", "0.5",
+                                       "--calib", str(tmp_path / "huge.npy"), "-o", str(tmp_path / "m.pt2")])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "NaN/Inf" in lines[0] and "layer 'net." in lines[0], result.output
+    assert not (tmp_path / "m.pt2").exists()

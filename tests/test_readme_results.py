@@ -48,3 +48,23 @@ def test_each_readme_figure_is_in_the_results_file_it_links(bullet):
     values = set(NUMBER.findall("".join(f.read_text(encoding="utf-8") for f in files).replace(",", "")))
     missing = [n for n in _numbers(bullet) if not _held(n, values)]
     assert not missing, f"README figures not in {links}: {missing}"
+
+
+# Prose outside "Measured results" that quotes results files: (first words, words after it ends, its files, and
+# the method constants it names, which are definitions rather than measurements).
+SECTIONS = [
+    ("**Why.**", "So edgeprune measures every claim", ["gpu_semi_structured.md"], set()),
+    ("How the latency model is built", "`report.json` records the correction", ["optimize.md"], {"95"}),
+]
+
+
+@pytest.mark.parametrize("start, end, files, constants", SECTIONS, ids=[s[0] for s in SECTIONS])
+def test_prose_figures_are_in_their_results_files(start, end, files, constants):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(start): text.index(end, text.index(start))]
+    values = set(NUMBER.findall("".join((ROOT / "benchmarks" / "results" / f).read_text(encoding="utf-8")
+                                        for f in files).replace(",", "")))
+    # list markers ("1." at a line start) number the steps, they are not figures
+    body = re.sub(r"(?m)^\d+\. ", "", section)
+    missing = [n for n in _numbers(body) if n not in constants and not _held(n, values)]
+    assert not missing, f"README figures not in {files}: {missing}"
