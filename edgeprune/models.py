@@ -245,13 +245,43 @@ def _forward_names(model: torch.nn.Module) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def _saved_by(path: Path) -> str | None:
+    """The torch version a .pt2 archive says saved it (its models/*.json), read as JSON only; None if unreadable."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith(".json") and "/models/" in f"/{n}")
+            return str(json.loads(z.read(name)).get("torch_version") or "") or None
+    except Exception:  # not a zip, no model json: the load error below says so
+        return None
+
+
+def _export_load(path: Path):
+    import logging
+
+    quiet = logging.getLogger("torch.export")  # torch logs the whole deserialisation traceback as a warning
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return torch.export.load(str(path))
+    except Exception as err:
+        saved = _saved_by(path)
+        if saved and saved.split("+")[0] != torch.__version__.split("+")[0]:
+            raise ModelLoadError(f"{path} was saved by torch {saved}; this is torch {torch.__version__}, which cannot read it",
+                                 hint=f"re-export it with torch {torch.__version__.split('+')[0]}, or load it where torch {saved} is installed") from err
+        first = (str(err).splitlines() or [""])[0]
+        raise ModelLoadError(f"{path} is not a loadable ExportedProgram ({type(err).__name__}: {first[:200]})",
+                             hint="re-save it with torch.export.save, or pass the model's factory instead") from err
+    finally:
+        quiet.setLevel(level)
+
+
 def _load_pt2(path: Path, shapes: list[InputSpec]) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f".pt2 file not found: {path}", hint="check the path")
-    try:
-        program = torch.export.load(str(path))
-    except Exception as err:
-        raise ModelLoadError(f"{path} is not a loadable ExportedProgram: {type(err).__name__}: {err}") from err
+    program = _export_load(path)
     names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     example = getattr(program, "example_inputs", None)
     if shapes:

@@ -12,21 +12,39 @@ from __future__ import annotations
 
 import torch
 
+from edgeprune.errors import PruningError
 from edgeprune.pruning.graph import Group
 from edgeprune.pruning.stats import BlockStats, ensure_bias, set_weight_matrix, unit_columns, weight_matrix
 
 
-def _cholesky_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+RIDGE_TRIES = 8  # ridge 1e-8 .. 1e-1 of mean(diag): past that the matrix is broken, not just near-singular
+
+
+def ridge_cholesky(A: torch.Tensor, where: str) -> torch.Tensor:
+    """Lower Cholesky factor of A, adding a growing ridge while A is not positive definite; PruningError naming
+    `where` when NaN/Inf (overflowed activations) or a ridge of 10% of the diagonal still leaves it indefinite."""
+    if not bool(torch.isfinite(A).all()):
+        raise PruningError(f"{where}: its calibration Gram matrix holds NaN/Inf (activations overflowed)",
+                           hint="check the calibration data's scale, or pass --no-compensate")
     L, info = torch.linalg.cholesky_ex(A)
-    bump = 1e-8 * torch.diagonal(A).mean()
-    while int(info):                       # near-singular: add jitter until positive definite
-        A = A + bump * torch.eye(A.shape[0], dtype=A.dtype)
-        bump *= 10
-        L, info = torch.linalg.cholesky_ex(A)
-    return torch.cholesky_solve(B, L)
+    scale = torch.diagonal(A).abs().mean().clamp_min(1e-12)
+    eye = torch.eye(A.shape[0], dtype=A.dtype)
+    for k in range(RIDGE_TRIES):           # near-singular: add a growing ridge until positive definite
+        if not int(info):
+            return L
+        L, info = torch.linalg.cholesky_ex(A + scale * 10.0 ** (k - 8) * eye)
+    if int(info):
+        raise PruningError(f"{where}: its calibration Gram matrix is not positive definite even with a ridge of "
+                           f"{10.0 ** (RIDGE_TRIES - 9):g} x its mean diagonal",
+                           hint="give more (or more varied) calibration samples, or pass --no-compensate")
+    return L
 
 
-def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mode: str = "ls") -> None:
+def _cholesky_solve(A: torch.Tensor, B: torch.Tensor, where: str) -> torch.Tensor:
+    return torch.cholesky_solve(B, ridge_cholesky(A, where))
+
+
+def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mode: str = "ls", where: str = "a layer") -> None:
     """Rewrite one block of `mod` (weights and bias) so its output survives zeroing `removed_cols`."""
     W = weight_matrix(mod, st.out)                          # (out, cols)
     bias = ensure_bias(mod)
@@ -50,7 +68,7 @@ def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mo
         B = torch.empty(R.numel() + 1, W.shape[0], dtype=torch.float64)
         B[:-1] = G[R] @ W.t() + s[R].unsqueeze(1) * b.unsqueeze(0)
         B[-1] = W @ s + b
-        Z = _cholesky_solve(A, B)                           # (|R|+1, out)
+        Z = _cholesky_solve(A, B, f"compensation of {where}")  # (|R|+1, out)
         new_W = torch.zeros_like(W)
         new_W[:, R] = Z[:-1].t()
         new_b = Z[-1]
@@ -67,4 +85,4 @@ def compensate(group: Group, removed: list[int], stats: dict[str, list[BlockStat
         for st in stats[cons.name]:
             cols = [c for j, c in unit_columns(cons.units, st).items() if j in gone]
             if cols:
-                refit_block(cons.module, st, torch.cat(cols), damp, mode)
+                refit_block(cons.module, st, torch.cat(cols), damp, mode, where=f"layer '{cons.name}'")

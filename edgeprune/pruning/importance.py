@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeprune.pruning.compensate import ridge_cholesky
 from edgeprune.pruning.graph import Group
 from edgeprune.pruning.hf import is_conv1d
 from edgeprune.pruning.stats import BlockStats, unit_columns, weight_matrix
@@ -20,16 +21,13 @@ from edgeprune.pruning.stats import BlockStats, unit_columns, weight_matrix
 NEEDS_STATS = ("numerical", "wanda")
 
 
-def _damped_inverse(G: torch.Tensor, damp: float) -> torch.Tensor:
+def _damped_inverse(G: torch.Tensor, damp: float, where: str = "a layer") -> torch.Tensor:
     H = G.clone()
     diag = torch.diagonal(H)
     dead = diag <= 0
     diag[dead] = 1.0                       # inputs that are always zero: keep H positive definite
     diag += damp * diag.mean()
-    L, info = torch.linalg.cholesky_ex(H)
-    if int(info):                          # not positive definite at this damping: damp harder once
-        diag += 10 * damp * diag.mean()
-        L = torch.linalg.cholesky(H)
+    L = ridge_cholesky(H, where)
     # H⁻¹ = L⁻ᵀ L⁻¹ via one triangular solve: torch.cholesky_inverse is ~30x slower on CPU (float64)
     Linv = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
     return Linv.t() @ Linv
@@ -43,7 +41,7 @@ def numerical(group: Group, stats: dict[str, list[BlockStats]], damp: float) -> 
             if not cols:
                 continue
             W = weight_matrix(cons.module, st.out)
-            Hinv = _damped_inverse(st.G / max(st.n, 1), damp)
+            Hinv = _damped_inverse(st.G / max(st.n, 1), damp, f"importance of layer '{cons.name}'")
             by_size: dict[int, list[int]] = {}
             for j, c in cols.items():
                 by_size.setdefault(len(c), []).append(j)
