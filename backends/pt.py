@@ -6,22 +6,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
+from edgeprune.outputs import flatten_outputs
 from edgeprune.errors import BackendUnavailable, ConfigError
-
-
-def _flatten(out: Any) -> list:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    flat = []
-    for item in out:
-        flat.extend(_flatten(item))
-    return flat
 
 
 class TorchBackend(Backend):
@@ -76,7 +62,7 @@ class TorchBackend(Backend):
 
         with torch.inference_mode():
             out = self.model(*self._tensors(inputs))
-        return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in _flatten(out)]
+        return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in flatten_outputs(out)]
 
     def runner(self, inputs: Mapping[str, np.ndarray]):
         import torch

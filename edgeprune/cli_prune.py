@@ -47,12 +47,14 @@ def _check_options(output: str, onnx_path: str | None, ov_path: str | None, impo
 @click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
 @click.option("--profile", "profile_name", help="Device profile whose channel multiple kept widths are rounded to.")
 @click.option("--ignore", multiple=True, metavar="NAME", help="Module name or glob to leave untouched (repeat).")
+@click.option("--strict", is_flag=True, help="Fail on a layer pruning cannot handle instead of leaving it whole.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="SPEC", help="Input shape, e.g. 1x3x224x224 (repeat per input).")
 @click.option("--seq-len", default=128, show_default=True, type=int, help="Sequence length of HF example inputs.")
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
 @click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write validated OpenVINO IR (needs --export).")
 def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, train_path, recover_mode, recover_minutes,
-              metric, max_drop, n_calib, no_compensate, round_to, profile_name, ignore, input_shapes, seq_len, onnx_path, ov_path):
+              metric, max_drop, n_calib, no_compensate, round_to, profile_name, ignore, strict, input_shapes, seq_len, onnx_path,
+              ov_path):
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
@@ -75,7 +77,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
 
         profile = load_profile(profile_name)
     config = StructuredConfig(ratio=ratio, unit=unit, importance=importance, scope=scope, compensate=not no_compensate,
-                              round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib)
+                              round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib, strict=strict)
     with stage(f"loading {model}"):
         loaded = load_model(model, input_shapes, seq_len=seq_len)
     if loaded.module is None:
@@ -85,8 +87,12 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
                                            train=train_path, eval_data=eval_path)
     before = count(loaded.module, loaded.example_inputs)
     t0 = time.perf_counter()
+    left: list[str] = []
     with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
-        pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib)
+        pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib,
+                       progress=lambda line: left.append(line) if line.startswith("left unpruned") else None)
+    for line in left:  # parts pruning could not handle, kept whole (--strict makes them errors)
+        console.print(line)
     if held_out is not None and recover_mode != "off" and (train_path or calib_path):
         _recover(pruned, loaded, train if train is not None else calib, held_out, recover_mode, recover_minutes, metric,
                  max_drop)

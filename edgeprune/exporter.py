@@ -103,11 +103,11 @@ def raise_on_mismatch(checks: Sequence[OutputCheck], what: str, reference: Seque
 
 
 def torch_outputs(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    from edgeprune.backends.pt import _flatten
+    from edgeprune.outputs import flatten_outputs
 
     with torch.inference_mode():
         out = model(*example_inputs)
-    return [t.detach().float().cpu().numpy() for t in _flatten(out)]
+    return [t.detach().float().cpu().numpy() for t in flatten_outputs(out)]
 
 
 def _dynamic_shapes(n_inputs: int, dynamic_batch: bool, dynamic_dims: dict[int, dict[int, str]] | None):
@@ -167,10 +167,12 @@ def _onnx_export(model, example_inputs, path: Path, opset: int, input_names, out
 def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: str | os.PathLike, *,
            opset: int = DEFAULT_OPSET, input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
            dynamic_batch: bool = False, dynamic_dims: dict[int, dict[int, str]] | None = None,
-           validate: bool = True, atol: float = DEFAULT_ATOL) -> ExportReport:
+           validate: bool = True, atol: float = DEFAULT_ATOL, past_key_values: bool = False) -> ExportReport:
     """Export `model` to ONNX at `path` and check it on ONNX Runtime against PyTorch.
 
-    `model` may be an nn.Module or a LoadedModel (then example_inputs/input_names come from it).
+    `model` may be an nn.Module or a LoadedModel (then example_inputs/input_names come from it). Outputs that are
+    ModelOutputs, dicts or hold None are flattened and named after their fields; a Hugging Face decoder is exported
+    with use_cache=False unless past_key_values=True (then its present.{i}.key/value are outputs too).
     Raises ExportError listing every output outside tolerance; nothing is left at `path` then.
     """
     from edgeprune.models import LoadedModel
@@ -187,8 +189,11 @@ def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: s
 
     check_finite_entry(model, example_inputs, where="export's model")
     names = list(input_names or [f"input_{i}" for i in range(len(example_inputs))])
+    from edgeprune.outputs import for_export
+
+    model, default_names = for_export(model, example_inputs, past_key_values)
     reference = torch_outputs(model, example_inputs)
-    out_names = list(output_names or [f"output_{i}" for i in range(len(reference))])
+    out_names = list(output_names or default_names)
     t0 = time.perf_counter()
     path = Path(path)
     with atomic_path(path, suffix=".onnx") as tmp:

@@ -64,7 +64,11 @@ def test_taylor_without_loss_raises():
 def test_unsupported_layer_names_module_and_suggests_ignore():
     model, x = make_encoder()
     with pytest.raises(PruningError, match=r"layer\.self_attn.*ignore"):
-        ep.prune(model, x, ep.StructuredConfig(ratio=0.5, unit="channels"))
+        ep.prune(model, x, ep.StructuredConfig(ratio=0.5, unit="channels", strict=True))
+    lines = []
+    pruned = ep.prune(model, x, ep.StructuredConfig(ratio=0.5, unit="channels"), progress=lines.append)
+    assert any(ln.startswith("left unpruned: layer.self_attn (MultiheadAttention)") for ln in lines)
+    assert pruned(*x).shape == model(*x).shape
 
 
 # -- counting ------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
                  allocation: str = "sensitivity"):
     """GroupOptions with importance scores (on the dense model), latency curves and, for
     allocation="sensitivity", the measured output error of pruning each group alone."""
-    from edgeprune.backends.pt import _flatten
+    from edgeprune.outputs import flatten_outputs
     from edgeprune.optimizer.sensitivity import SensitiveOption, group_errors
     from edgeprune.pruning import importance as imp
     from edgeprune.pruning.stats import capture
@@ -178,7 +178,7 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
     if allocation == "sensitivity":
         # 8 samples: ~100 forward passes for a 24-group CNN; the curves only have to rank groups
         probe = tuple(t[:8] if isinstance(t, torch.Tensor) else t for t in calib_batches[0])
-        errors = group_errors(model, groups, scores, candidates, probe, lambda out: _flatten(out)[0])
+        errors = group_errors(model, groups, scores, candidates, probe, lambda out: flatten_outputs(out)[0])
     options = []
     for g in groups:
         step = step_for(g)

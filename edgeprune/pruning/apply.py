@@ -39,17 +39,18 @@ def _calibration_chunks(calib: Any, example_inputs: tuple, n_samples: int, model
     return as_data(calib, example_inputs).head(n_samples).batches(CHUNK, drop_last=False, device=device)
 
 
-def find_groups(model: nn.Module, example_inputs: tuple, config: StructuredConfig) -> list[Group]:
+def find_groups(model: nn.Module, example_inputs: tuple, config: StructuredConfig,
+                note: Callable[[str], None] = lambda line: None) -> list[Group]:
     unit = config.unit
     transformer = has_transformer_blocks(model)
     if unit in ("heads", "ffn") or (unit == "auto" and transformer):
         kinds = ("heads", "ffn") if unit == "auto" else (unit,)
-        groups = transformer_groups(model, kinds, config.ignored)
+        groups = transformer_groups(model, kinds, config.ignored, config.strict, note)
         if not groups and not transformer:
             raise PruningError(f"unit='{unit}' but the model has no recognised attention/FFN blocks",
                                hint="use unit='channels' for CNNs/MLPs (BERT, ViT, GPT-2 and LLaMA-style blocks are recognised)")
     else:
-        groups = channel_groups(model, example_inputs, config.ignored)
+        groups = channel_groups(model, example_inputs, config.ignored, config.strict, note)
     if not groups:
         raise ConfigError("nothing left to prune: every prunable group is ignored or reaches the model output",
                           hint="shorten ignore= (it may match every layer)")
@@ -161,7 +162,13 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
     if config.importance == "taylor" and loss_fn is None:
         raise ConfigError("importance='taylor' needs a loss", hint="pass loss_fn=lambda out: ... to prune()")
     model = copy.deepcopy(model).eval()
-    groups = find_groups(model, example_inputs, config)
+
+    def note(line: str) -> None:  # a part left whole (strict=False): said, not fatal
+        log.info(line)
+        if progress:
+            progress(line)
+
+    groups = find_groups(model, example_inputs, config, note)
     _check_per_layer(config, groups)
     batches = _calibration_chunks(calib, example_inputs, config.n_calib, model)
     static: dict[str, torch.Tensor] | None = None
@@ -191,4 +198,16 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
         if progress:
             progress(f"{g.name}: removed {k} of {g.n_units} {g.kind}")
         log.info("%s: removed %d of %d %s", g.name, k, g.n_units, g.kind)
+    _check_runs(model, example_inputs)
     return model
+
+
+def _check_runs(model: nn.Module, example_inputs: tuple) -> None:
+    """The pruned model still runs on the example inputs (a bare parameter pruned along the wrong dimension, or a
+    custom layer Torch-Pruning mis-coupled, shows here as a shape error, not later in export)."""
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except Exception as err:
+        raise PruningError(f"the pruned model fails on the example inputs: {type(err).__name__}: {str(err).splitlines()[0][:200]}",
+                           hint="pass strict=True to see the first layer pruning cannot handle, then ignore= it") from err

@@ -32,6 +32,8 @@ class StructuredConfig:
     round_to    kept widths rounded to a multiple of this (or `profile.channel_multiple()`).
     ignore      module names or fnmatch globs left untouched (a group touching one is skipped).
     min_keep    fewest units any group keeps; a config that would go below it raises ConfigError.
+    strict      False (default): a layer or attention block pruning cannot handle is left whole, with a
+                "left unpruned: NAME (TYPE): reason" line, and the rest is pruned; True: it raises PruningError.
     """
 
     ratio: float = 0.5
@@ -48,6 +50,7 @@ class StructuredConfig:
     damp: float = 1e-2
     max_rows: int = 32768  # calibration rows (tokens / conv positions) kept per layer, sampled deterministically
     seed: int = 0
+    strict: bool = False
 
     def __post_init__(self):
         if isinstance(self.ignore, str):

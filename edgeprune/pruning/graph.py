@@ -69,15 +69,36 @@ def _param_leaves(model: nn.Module):
             yield name, mod
 
 
-def check_supported(model: nn.Module, ignored: Callable[[str], bool]) -> None:
-    """Every layer with weights must be one we can prune correctly, or be ignored by the user."""
-    for name, mod in _param_leaves(model):
-        if not isinstance(mod, _SUPPORTED) and not ignored(name):
-            raise PruningError(f"layer '{name}' ({type(mod).__name__}) is not supported by structured channel pruning",
-                               hint=f"add it to ignore=, e.g. ignore=['{name}'] (groups touching it are then left unpruned)")
+def _bare(mod: nn.Module) -> bool:
+    """A user module (not a torch.nn layer) whose own parameters are bare nn.Parameters: class tokens, position
+    embeddings, layer scales. Torch-Pruning prunes those along their last non-singleton dimension."""
+    return not type(mod).__module__.startswith("torch.nn")
 
 
-def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool]) -> list[Group]:
+def unsupported_layers(model: nn.Module, ignored: Callable[[str], bool]) -> list[tuple[str, nn.Module]]:
+    """Layers with weights that structured channel pruning cannot prune correctly (and the user did not ignore)."""
+    return [(name, mod) for name, mod in _param_leaves(model)
+            if not isinstance(mod, _SUPPORTED) and not _bare(mod) and not ignored(name)]
+
+
+def check_supported(model: nn.Module, ignored: Callable[[str], bool], strict: bool = True,
+                    note: Callable[[str], None] = lambda line: None) -> Callable[[str], bool]:
+    """Strict: every layer with weights must be one we can prune correctly, or be ignored by the user. Otherwise
+    each one is left whole (`note` gets a 'left unpruned' line); returns `ignored` extended by them."""
+    bad = unsupported_layers(model, ignored)
+    if bad and strict:
+        name, mod = bad[0]
+        raise PruningError(f"layer '{name}' ({type(mod).__name__}) is not supported by structured channel pruning",
+                           hint=f"add it to ignore=, e.g. ignore=['{name}'] (groups touching it are then left unpruned)")
+    for name, mod in bad:
+        note(f"left unpruned: {name} ({type(mod).__name__}): not supported by structured channel pruning; "
+             "the channel groups that touch it keep their width")
+    whole = {name for name, _ in bad}
+    return lambda n: ignored(n) or n in whole
+
+
+def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool], strict: bool = True,
+                   note: Callable[[str], None] = lambda line: None) -> list[Group]:
     """Channel groups of a CNN/MLP from Torch-Pruning's dependency graph.
 
     A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs) and
@@ -85,7 +106,7 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     """
     import torch_pruning as tp
 
-    check_supported(model, ignored)
+    ignored = check_supported(model, ignored, strict, note)
     names = names_of(model)
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(example_inputs), verbose=False)

@@ -93,6 +93,36 @@ def _head_group(model, name, attn, producers, o_name, o_mod, d, heads, out_slice
     return Group(_join(name, "heads"), "heads", heads, d, [Consumer(o_name, o_mod, units)], prods, remove)
 
 
+def _gqa_group(name: str, attn, heads: int) -> Group:
+    """Grouped-query attention (LLaMA, Mistral, Qwen2): unit j = K/V head j with the rep = heads / kv query heads
+    that read it, removed together so every query head keeps its K/V and rotary head_dim stays whole. The forward
+    reads -1 heads from the shapes and num_key_value_groups (= rep, unchanged), so no attribute needs updating."""
+    d = getattr(attn, "head_dim", None) or attn.q_proj.out_features // heads
+    kv = attn.k_proj.out_features // d
+    if kv * d != attn.k_proj.out_features or heads % kv or heads * d != attn.q_proj.out_features:
+        raise PruningError(f"attention '{name}': {heads} query heads do not share {attn.k_proj.out_features // max(d, 1)} "
+                           f"K/V heads of width {d} evenly", hint=f"add ignore=['{name}'] or use unit='ffn'")
+    rep = heads // kv
+    q_units = [[(j * rep + r) * d + c for r in range(rep) for c in range(d)] for j in range(kv)]  # q rows = o cols
+    kv_units = [[j * d + c for c in range(d)] for j in range(kv)]
+
+    def remove(idxs, attn=attn):
+        n_now = int(attn._ep_kv)
+        q_gone = [(j * rep + r) * d + c for j in idxs for r in range(rep) for c in range(d)]
+        kv_gone = [j * d + c for j in idxs for c in range(d)]
+        keep_outputs(attn.q_proj, _keep(n_now * rep * d, q_gone))
+        for proj in (attn.k_proj, attn.v_proj):
+            keep_outputs(proj, _keep(n_now * d, kv_gone))
+        keep_inputs(attn.o_proj, _keep(n_now * rep * d, q_gone))
+        attn._ep_kv = n_now - len(idxs)
+
+    attn._ep_kv = kv
+    prods = [Producer(_join(name, "q_proj"), attn.q_proj, q_units), Producer(_join(name, "k_proj"), attn.k_proj, kv_units),
+             Producer(_join(name, "v_proj"), attn.v_proj, kv_units)]
+    return Group(_join(name, "heads"), "heads", kv, rep * d, [Consumer(_join(name, "o_proj"), attn.o_proj, q_units)], prods,
+                 remove)
+
+
 def _ffn_group(name, ups, down_name, down) -> Group:
     n = _out_features(ups[0][1])
 
@@ -107,14 +137,22 @@ def _ffn_group(name, ups, down_name, down) -> Group:
                  [Producer(un, um, units) for un, um in ups], remove)
 
 
-def transformer_groups(model: nn.Module, kinds: tuple[str, ...], ignored) -> list[Group]:
-    """Head and FFN groups of every recognised transformer block, in module order."""
+def transformer_groups(model: nn.Module, kinds: tuple[str, ...], ignored, strict: bool = True,
+                       note=lambda line: None) -> list[Group]:
+    """Head and FFN groups of every recognised transformer block, in module order. An attention block that cannot
+    be pruned raises when `strict`, else it is left whole and `note` gets one 'left unpruned' line."""
     groups = []
     for name, mod in model.named_modules():
         if ignored(name):
             continue
         if "heads" in kinds:
-            g = _attention(model, name, mod)
+            try:
+                g = _attention(model, name, mod)
+            except PruningError as err:
+                if strict:
+                    raise
+                note(f"left unpruned: {name} ({type(mod).__name__}): {err.message}")
+                g = None
             if g is not None and not any(ignored(c.name) or ignored(p.name) for c in g.consumers for p in g.producers):
                 groups.append(g)
         if "ffn" in kinds:
@@ -141,9 +179,10 @@ def _attention(model, name, mod) -> Group | None:
         heads = next((getattr(mod, a) for a in _HEAD_COUNT_ATTRS if isinstance(getattr(mod, a, None), int)), None)
         if heads is None and getattr(mod, "config", None) is not None:
             heads = getattr(mod.config, "num_attention_heads", None)
-        if not isinstance(heads, int) or mod.k_proj.out_features != mod.q_proj.out_features:
-            raise PruningError(f"attention '{name}': head count unknown or grouped-query K/V heads (not supported)",
-                               hint=f"add ignore=['{name}'] or use unit='ffn'")
+        if not isinstance(heads, int):
+            raise PruningError(f"attention '{name}': head count unknown", hint=f"add ignore=['{name}'] or use unit='ffn'")
+        if mod.k_proj.out_features != mod.q_proj.out_features:
+            return _gqa_group(name, mod, heads)
         if not hasattr(mod, "num_attention_heads") and not hasattr(mod, "num_heads"):
             mod.num_attention_heads = heads
         d = mod.q_proj.out_features // heads
@@ -192,4 +231,10 @@ def _ffn(model, name, mod) -> Group | None:
 
 
 def has_transformer_blocks(model: nn.Module) -> bool:
-    return any(_attention(model, n, m) is not None or _ffn(model, n, m) is not None for n, m in model.named_modules())
+    def block(name, mod) -> bool:
+        try:
+            return _attention(model, name, mod) is not None or _ffn(model, name, mod) is not None
+        except PruningError:  # an attention block it cannot prune is still a transformer block
+            return True
+
+    return any(block(n, m) for n, m in model.named_modules())
