@@ -111,3 +111,13 @@ def cnn_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
     export(model, inputs, path, input_names=["image"], dynamic_batch=True)
     return path, model, inputs
+
+
+def interruptible_popen(cmd, **kwargs):
+    """subprocess.Popen whose child takes SIGINT as Ctrl-C. A job started in the background by a non-interactive
+    shell (CI runners, `cmd &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    the child must start with the default disposition for a signal test to mean anything."""
+    import signal
+    import subprocess
+
+    return subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import interruptible_popen
 from edgeprune.cli import main
 
 HERE = Path(__file__).parent
@@ -73,7 +74,8 @@ def test_a_signal_during_recovery_leaves_no_outdir(tmp_path, data, sig, code, wo
     cmd = [sys.executable, "-m", "edgeprune.cli", "optimize", SPEC, *OFF_HOST, "--calib", str(data["calib"]),
            "--train", str(data["train"]), "--eval-data", str(data["eval"]), "--recover", "distill",
            "--recover-minutes", "5", "--max-drop", "100", "-o", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(HERE)))
+    proc = interruptible_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(HERE)))
     started = Path(str(out) + ".recover") / "keep.json"  # written when recovery starts
     deadline = time.monotonic() + 240
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import interruptible_popen
 from test_remote import bundle, sshd  # noqa: F401  (module fixtures: a real OpenSSH server on 127.0.0.1)
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +35,8 @@ def big():
 
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgeprune", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, **(env or {})))
+    return interruptible_popen([sys.executable, "-m", "edgeprune", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, **(env or {})))
 
 
 def _signal_when(proc: subprocess.Popen, ready, sig, code: int, word: str, timeout: float = 180) -> None:
