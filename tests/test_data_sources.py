@@ -311,3 +311,23 @@ def test_data_options_and_read_data_options(tmp_path):
     assert ev.labels.tolist() == [0, 1] and ev.class_names == ["a", "b"]
     result = CliRunner().invoke(cmd, ["--calib", str(tmp_path / "calib"), "--image-size", "24"])
     assert "dim 2 is 24; the model expects x (N, 3, 32, 32)" in str(result.exception)
+
+
+def test_optimize_binds_a_text_file_to_the_models_input_order(tmp_path):
+    """A tokenizer yields (input_ids, token_type_ids, attention_mask); MiniLM's wrapper takes (input_ids,
+    attention_mask, token_type_ids). Fed by position the mask was the all-zero token types, every snippet embedded
+    alike, and a 1.5x plan scored 100.00 neighbours. resolve_data binds by name."""
+    import edgeprune as ep
+    from edgeprune.models import builtin_path
+    from edgeprune.optimizer import OptimizeConfig
+    from edgeprune.optimizer.api import resolve_data
+
+    lm = ep.load_model("minilm")
+    lines = [f"snippet number {i} about a film that is {'good' if i % 2 else 'bad'}" for i in range(40)]
+    (tmp_path / "c.txt").write_text("\n".join(lines[:20]) + "\n")
+    (tmp_path / "e.txt").write_text("\n".join(lines[20:]) + "\n")
+    calib, _, held = resolve_data(str(tmp_path / "c.txt"), None, str(tmp_path / "e.txt"), lm.example_inputs,
+                                  lm.input_names, OptimizeConfig(), True, lambda m: None, tokenizer=builtin_path("minilm"))
+    for d in (calib, held):
+        assert list(d.arrays) == lm.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+        assert d.arrays["attention_mask"][:, 0].min() == 1 and d.arrays["token_type_ids"].max() == 0

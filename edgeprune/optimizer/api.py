@@ -72,11 +72,17 @@ def resolve_data(calib: Any, train: Any, eval_data: Any, example_inputs: tuple, 
 
     from edgeprune.data import as_data, check_disjoint
 
+    from edgeprune.data import torch_input_specs
+
+    specs = torch_input_specs(example_inputs, names)
+
     def read(obj):
+        # bound to the model's input order: a tokenizer yields (input_ids, token_type_ids, attention_mask), the
+        # model may take (input_ids, attention_mask, token_type_ids); fed by position, the mask would be all zeros
         if isinstance(obj, (str, os.PathLike)):
-            return _read_path(obj, example_inputs, names, tokenizer, preprocess)
+            return _read_path(obj, example_inputs, names, tokenizer, preprocess).bind(specs)
         obj, labelled = _with_labels(obj, len(example_inputs))
-        return as_data(obj, example_inputs, input_names=names, labelled=labelled)
+        return as_data(obj, example_inputs, input_names=names, labelled=labelled).bind(specs)
 
     calib_d = read(calib)
     train_d = read(train) if train is not None else None
