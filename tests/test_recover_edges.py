@@ -96,3 +96,23 @@ def test_optimize_reads_text_files_with_the_tokenizer_and_the_models_length(tmp_
     with pytest.raises(Exception, match="tokenizer"):
         resolve_data(tmp_path / "calib.txt", None, None, example, names, OptimizeConfig(), False, print)
 
+
+
+def test_blockwise_caches_only_what_a_quarter_of_a_timed_budget_buys():
+    import time as _time
+
+    from edgeprune.recover.blockwise import MIN_BATCHES, _affordable
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Linear(8, 8)
+
+        def forward(self, x):
+            _time.sleep(0.05)  # a lower bound: load can only make a forward slower, so fewer batches, never more
+            return self.block(x)
+
+    batches = [(torch.randn(2, 8),) for _ in range(100)]
+    # 0.25 x 1 s of caching at >= 3 x 50 ms per batch buys at most 1 batch: the floor of MIN_BATCHES applies
+    assert len(_affordable(Slow(), ["block"], batches, budget_s=1.0)) == MIN_BATCHES
+    assert len(_affordable(Slow(), ["block"], batches, budget_s=None)) == 100  # fixed steps: memory bound only
