@@ -313,3 +313,15 @@ def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
     # equal cuts snap together (a, c 48 -> 40 at once: 18 ms), so the rest of a 19 ms budget is filled by one group
     filled = _scaled_keep(opts, {"a": 48, "b": 64, "c": 48}, 19e-3, total)
     assert filled == {"a": 48, "b": 64, "c": 40} and total(filled) == pytest.approx(19e-3)
+
+
+@pytest.mark.parametrize("median, lo, hi, met", [(1.29, 1.27, 1.32, True), (1.27, 1.25, 1.31, True),
+                                                  (1.25, 1.20, 1.28, False), (1.14, 1.11, 1.19, False)])
+def test_targets_are_met_only_when_the_measured_speedup_reaches_the_ask(median, lo, hi, met):
+    from types import SimpleNamespace
+
+    from edgeprune.cli_optimize import speed_met
+
+    result = SimpleNamespace(speedup={"median": median, "ci_low": lo, "ci_high": hi})
+    assert speed_met(result, OptimizeConfig(speedup=1.3)) is met
+    assert speed_met(result, OptimizeConfig(macs_ratio=0.5)) is True  # not a measured-speed budget

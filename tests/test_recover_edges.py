@@ -113,6 +113,6 @@ def test_blockwise_caches_only_what_a_quarter_of_a_timed_budget_buys():
             return self.block(x)
 
     batches = [(torch.randn(2, 8),) for _ in range(100)]
-    # 0.25 x 1 s of caching at >= 3 x 50 ms per batch buys at most 1 batch: the floor of MIN_BATCHES applies
+    # 0.5 x 1 s of caching at >= 3 x 50 ms per batch buys at most 3 batches: the floor of MIN_BATCHES applies
     assert len(_affordable(Slow(), ["block"], batches, budget_s=1.0)) == MIN_BATCHES
     assert len(_affordable(Slow(), ["block"], batches, budget_s=None)) == 100  # fixed steps: memory bound only
