@@ -6,6 +6,22 @@ import click
 from edgeprune.errors import ConfigError
 
 
+def _profile(name: str | None):
+    if not name:
+        return None
+    from edgeprune.profiles import load_profile
+
+    return load_profile(name)
+
+
+def _prune_noting(prune, loaded, config, calib):
+    """(pruned model, its 'left unpruned' lines)."""
+    left: list[str] = []
+    pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib,
+                   progress=lambda line: left.append(line) if line.startswith("left unpruned") else None)
+    return pruned, left
+
+
 def _check_options(output: str, onnx_path: str | None, ov_path: str | None, importance: str) -> None:
     """Refuse bad output paths and a CLI-impossible importance before any work is done."""
     if not output.endswith(".pt2"):
@@ -58,9 +74,6 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
-    import torch
-
-    from edgeprune._io import atomic_path
     from edgeprune.cli_run import console, stage
     from edgeprune.counting import count
     from edgeprune.data.cli import ReadOptions, held_out_score, read_sets
@@ -71,11 +84,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if train_path and not eval_path:
         raise ConfigError("--train needs --eval-data: recovery is verified on held-out data",
                           hint="add --eval-data DATA (samples neither --calib nor --train holds)")
-    profile = None
-    if profile_name:
-        from edgeprune.profiles import load_profile
-
-        profile = load_profile(profile_name)
+    profile = _profile(profile_name)
     config = StructuredConfig(ratio=ratio, unit=unit, importance=importance, scope=scope, compensate=not no_compensate,
                               round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib, strict=strict)
     with stage(f"loading {model}"):
@@ -87,10 +96,8 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
                                            train=train_path, eval_data=eval_path)
     before = count(loaded.module, loaded.example_inputs)
     t0 = time.perf_counter()
-    left: list[str] = []
     with stage(f"pruning {loaded.name} ({ratio:.0%} of {unit}, {importance} importance)"):
-        pruned = prune(loaded.module, loaded.example_inputs, config, calib=calib,
-                       progress=lambda line: left.append(line) if line.startswith("left unpruned") else None)
+        pruned, left = _prune_noting(prune, loaded, config, calib)
     for line in left:  # parts pruning could not handle, kept whole (--strict makes them errors)
         console.print(line)
     if held_out is not None and recover_mode != "off" and (train_path or calib_path):
@@ -99,15 +106,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     seconds = time.perf_counter() - t0
     after = count(pruned, loaded.example_inputs)
     with stage(f"saving {output}"):
-        try:
-            program = torch.export.export(pruned, tuple(loaded.example_inputs))
-        except Exception as err:  # torch.export raises many types on untraceable models
-            from edgeprune.errors import PruningError
-
-            raise PruningError(f"the pruned model does not run under torch.export: {type(err).__name__}: {str(err)[:200]}",
-                               hint="use --export to write ONNX only after fixing the model, or ignore= the failing part") from err
-        with atomic_path(output, suffix=".pt2") as tmp:
-            torch.export.save(program, str(tmp))
+        _save_pt2(pruned, loaded.example_inputs, output)
     console.print(f"pruned {loaded.name} in {seconds:.1f} s: MACs {before.macs / 1e6:.1f}M -> {after.macs / 1e6:.1f}M "
                   f"({after.macs / max(before.macs, 1):.1%}), params {before.params / 1e6:.2f}M -> {after.params / 1e6:.2f}M; wrote {output}")
     if held_out is not None:
@@ -123,6 +122,22 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
             with stage(f"converting to {ov_path} and validating on openvino"):
                 export_openvino(onnx_path, ov_path, reference=(torch_outputs(pruned, loaded.example_inputs), feeds))
             console.print(f"wrote {ov_path} (validated on openvino)")
+
+
+def _save_pt2(pruned, example_inputs, output: str) -> None:
+    import torch
+
+    from edgeprune._io import atomic_path
+
+    try:
+        program = torch.export.export(pruned, tuple(example_inputs))
+    except Exception as err:  # torch.export raises many types on untraceable models
+        from edgeprune.errors import PruningError
+
+        raise PruningError(f"the pruned model does not run under torch.export: {type(err).__name__}: {str(err)[:200]}",
+                           hint="use --export to write ONNX only after fixing the model, or ignore= the failing part") from err
+    with atomic_path(output, suffix=".pt2") as tmp:
+        torch.export.save(program, str(tmp))
 
 
 def _recover(pruned, loaded, train, held_out, mode: str, minutes: float, metric: str | None, max_drop: float | None) -> None:

@@ -79,19 +79,7 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
             raise ConfigError(f"profile {profile_name} gains nothing from int8/fp16 by default (it says {precision})",
                               hint="pass --precision int8 or fp16 to quantize anyway")
     backend = _check(backend, precision)
-    config = None
-    if backend == "onnxruntime" and precision == "int8":
-        from edgeprune.quantize.ort import OrtQuantConfig
-
-        config = OrtQuantConfig(mode="dynamic" if dynamic else "static", method=method)
-    elif backend == "tensorrt" and precision == "int8":
-        from edgeprune.quantize.trt import TrtQdqConfig
-
-        config = TrtQdqConfig(method=method)
-    elif backend == "openvino" and precision == "int8":
-        from edgeprune.quantize.ov import OvQuantConfig
-
-        config = OvQuantConfig(weight_compression=weights_only)
+    config = _backend_config(backend, precision, dynamic, method, weights_only)
     needs_calib = precision == "int8" and not dynamic and not weights_only
     if needs_calib and not calib_path:
         raise ConfigError(f"{backend} int8 needs calibration data", hint="pass --calib DIR|FILE.txt|FILE.npy|FILE.npz")
@@ -106,10 +94,7 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
                                            eval_data=eval_path)
         with stage(f"quantizing for {backend} ({precision}) and validating"):
             result = quantize(onnx_path, backend, calib, precision, output, config=config, validate_data=held_out)
-    if min_cosine is not None and not result.min_cosine >= min_cosine:
-        _remove_written(Path(result.path))  # a model that failed its own acceptance line is not left behind
-        raise ConfigError(f"quantized model cosine {result.min_cosine:.4f} is below --min-cosine {min_cosine}",
-                          hint="try --method entropy/percentile, --dynamic (ORT), or more calibration samples")
+    _accept(result, min_cosine)
     console.print(f"wrote {result.path} ({backend}, {precision}): {result.bytes / 1e6:.2f} MB (fp32 {result.fp32_bytes / 1e6:.2f} MB), "
                   f"{result.seconds:.1f} s")
     for check in result.checks:
@@ -120,6 +105,34 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
         console.print(f"  validated on {result.details['validated_on']['samples']} held-out samples")
     if json_path:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2, default=str))
+
+
+def _backend_config(backend: str, precision: str, dynamic: bool, method: str, weights_only):
+    """The INT8 config of `backend` from the options (None: FP16, or the backend's defaults)."""
+    config = None
+    if backend == "onnxruntime" and precision == "int8":
+        from edgeprune.quantize.ort import OrtQuantConfig
+
+        config = OrtQuantConfig(mode="dynamic" if dynamic else "static", method=method)
+    elif backend == "tensorrt" and precision == "int8":
+        from edgeprune.quantize.trt import TrtQdqConfig
+
+        config = TrtQdqConfig(method=method)
+    elif backend == "openvino" and precision == "int8":
+        from edgeprune.quantize.ov import OvQuantConfig
+
+        config = OvQuantConfig(weight_compression=weights_only)
+    return config
+
+
+def _accept(result, min_cosine: float | None) -> None:
+    """Refuse (and delete) a quantized model whose cosine to FP32 is below --min-cosine."""
+    from pathlib import Path
+
+    if min_cosine is not None and not result.min_cosine >= min_cosine:
+        _remove_written(Path(result.path))  # a model that failed its own acceptance line is not left behind
+        raise ConfigError(f"quantized model cosine {result.min_cosine:.4f} is below --min-cosine {min_cosine}",
+                          hint="try --method entropy/percentile, --dynamic (ORT), or more calibration samples")
 
 
 def _remove_written(path) -> None:
