@@ -48,9 +48,11 @@ def test_seconds_budget_on_fake_clock():
     assert timing.stats.p50 == pytest.approx(10.0)
 
 
-def test_real_sleep_timing_is_close():
-    timing = measure(lambda: time.sleep(0.005), warmup=2, iters=20, rounds=2)
-    assert timing.stats.p50 >= 5.0  # sleep never returns early (how much a loaded machine adds is not bounded)
+def test_the_default_clock_is_the_monotonic_ns_counter():
+    # the fake-clock tests above prove ns -> ms; this pins which real clock feeds them (no real time is asserted)
+    import inspect
+
+    assert inspect.signature(measure_many).parameters["clock"].default is time.perf_counter_ns  # measure() wraps it
 
 
 def test_interleaved_speedup_with_spread():
