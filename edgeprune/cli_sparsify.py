@@ -57,7 +57,8 @@ def _load_profile(name: str | None):
 @click.option("--sparsity", type=float, help="Target sparsity (N:M fixes it; default 0.5 otherwise).")
 @click.option("--allocation", type=click.Choice(["uniform", "learned"]), default="uniform", show_default=True)
 @click.option("--ignore", multiple=True, metavar="GLOB", help="Module names to leave dense (repeat), e.g. '*.pooler.*'.")
-@click.option("--skip-incompatible", is_flag=True, help="Leave layers the pattern cannot tile dense instead of failing.")
+@click.option("--skip-incompatible", is_flag=True, hidden=True, help="The default now (kept so old command lines run).")
+@click.option("--strict", is_flag=True, help="Fail on a layer the pattern cannot tile instead of leaving it dense (listed).")
 @click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
               help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), .npy/.npz or "
                    "a torch.save'd .pt; default: synthetic samples shaped like the example inputs.")
@@ -75,7 +76,7 @@ def _load_profile(name: str | None):
 @click.option("--profile", "profile_name", help="Device profile for the per-runtime verdicts (default: this host).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the per-layer report as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the per-layer report as Markdown.")
-def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_incompatible, calib_path, train_path, eval_path,
+def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_incompatible, strict, calib_path, train_path, eval_path,
                  calib_samples, input_shapes, output, onnx_path, precision, profile_name, json_path, md_path):
     """Sparsify MODEL's Linear/Conv weights with a pattern; report per layer whether each runtime accelerates it."""
     from edgeprune._io import atomic_path, write_text_atomic
@@ -89,7 +90,7 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
     if calib_samples is not None and calib_samples < 1:
         raise ConfigError(f"--calib-samples must be >= 1, got {calib_samples}")
     cfg = SparsityConfig(pattern=pattern, method=method, sparsity=sparsity, allocation=allocation, ignore=tuple(ignore),
-                         on_incompatible="skip" if skip_incompatible else "error")
+                         on_incompatible="error" if strict and not skip_incompatible else "skip")
     profile = _load_profile(profile_name)
     with stage(f"loading {model}"):
         loaded = load_model(model, input_shapes)

@@ -110,3 +110,15 @@ def test_cli_prune_prints_what_it_left_and_strict_fails_in_one_line(tmp_path, mo
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "layer 'up' (ConvTranspose2d)" in lines[0], bad.output
     assert not (tmp_path / "s.pt2").exists()
+
+
+def test_sparsify_leaves_the_3_channel_patch_embedding_dense_and_lists_it():
+    from edgeprune.sparsity import SparsityConfig
+
+    torch.manual_seed(0)
+    model, x = ViTish().eval(), torch.randn(2, 3, 16, 16)
+    out, report = ep.sparsify(model, (x,), SparsityConfig(pattern="2:4", method="magnitude"), return_report=True)
+    status = {layer.name: layer.status for layer in report.layers}
+    assert status["patch"] == "skipped" and "C_in=3" in next(l.reason for l in report.layers if l.name == "patch")
+    assert status["mlp.0"] == status["mlp.2"] == status["head"] == "sparsified"
+    assert out(x).shape == (2, 10)

@@ -193,8 +193,8 @@ def test_sparsify_sequential_uses_the_sparsified_prefix():
 def test_sparsify_cnn_errors_then_skips_incompatible_layers():
     model, inputs = make_cnn()
     with pytest.raises(SparsityError, match=r"C_in=3 is not divisible by 4.*ignore=\['stem.0', 'block.3'\]"):
-        ep.sparsify(model, inputs, SparsityConfig(pattern="2:4"))
-    out, report = ep.sparsify(model, inputs, SparsityConfig(pattern="2:4", method="sparsegpt", on_incompatible="skip"),
+        ep.sparsify(model, inputs, SparsityConfig(pattern="2:4", on_incompatible="error"))
+    out, report = ep.sparsify(model, inputs, SparsityConfig(pattern="2:4", method="sparsegpt"),  # skip: the default
                               calib=torch.randn(8, 3, 32, 32), return_report=True)
     by_name = {l.name: l for l in report.layers}
     assert by_name["stem.0"].status == "skipped" and "C_in=3" in by_name["stem.0"].reason

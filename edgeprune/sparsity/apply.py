@@ -38,7 +38,7 @@ class SparsityConfig:
     allocation: str = "uniform"  # uniform | learned (KDE thresholds, METHODS.md §5)
     ignore: tuple[str, ...] = ()  # fnmatch globs on module names, e.g. ("*.pooler.*", "classifier")
     layer_types: tuple[str, ...] = ("linear", "conv")
-    on_incompatible: str = "error"  # error | skip: a layer the pattern cannot tile
+    on_incompatible: str = "skip"  # skip (listed in the report, with the reason) | error: a layer the pattern cannot tile
     blocksize: int = 128  # SparseGPT column block
     damp: float = 0.01  # SparseGPT λ = damp * mean(diag H)
     allocation_steps: int = 300
@@ -130,7 +130,11 @@ def _check_layers(layers: dict[str, nn.Module], cfg: SparsityConfig) -> tuple[di
         first = next(iter(skipped.items()))
         names = ", ".join(f"'{n}'" for n in list(skipped)[:4]) + (" ..." if len(skipped) > 4 else "")
         raise SparsityError(f"{len(skipped)} layer(s) cannot take pattern {cfg.pattern.name}: {first[1]}",
-                            hint=f"add them to ignore=[{names}] or set on_incompatible='skip' (CLI: --skip-incompatible)")
+                            hint=f"add them to ignore=[{names}] or set on_incompatible='skip' (CLI: drop --strict)")
+    if not ok and skipped:
+        first = next(iter(skipped.items()))
+        raise SparsityError(f"no layer can take pattern {cfg.pattern.name}: all {len(skipped)} were skipped, e.g. {first[1]}",
+                            hint="choose a pattern the layers tile (e.g. 2:4, block4x4)")
     if not ok:
         raise SparsityError(f"no layer to sparsify with pattern {cfg.pattern.name}",
                             hint="check ignore=[...] and layer_types; the model needs Linear or Conv2d layers")
