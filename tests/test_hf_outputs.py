@@ -42,3 +42,19 @@ def test_decoder_export_with_present_key_values_is_opt_in(tmp_path):
     report = ep.export(model, inputs, tmp_path / "g.onnx", past_key_values=True)
     assert [c.name for c in report.checks] == ["logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
     assert all(c.ok for c in report.checks)
+
+
+def test_tied_embedding_lm_prunes_keeps_the_tie_and_exports(tmp_path):
+    from edgeprune.models import HFModelWrapper
+    from edgeprune.pruning import StructuredConfig
+
+    model, (ids,) = _gpt2()
+    wrapped = HFModelWrapper(model, ["input_ids", "attention_mask"]).eval()
+    inputs = (ids, torch.ones_like(ids))
+    pruned = ep.prune(wrapped, inputs, StructuredConfig(ratio=0.5))
+    lm = pruned.model
+    assert lm.lm_head.weight is lm.transformer.wte.weight  # heads/FFN pruning leaves d_model, so the tie holds
+    assert lm.transformer.h[0].mlp.c_fc.nf == 64 and lm.transformer.h[0].attn.num_heads == 1
+    assert pruned(*inputs).shape == (1, 16, 100)
+    assert ep.count(pruned, inputs).macs < ep.count(wrapped, inputs).macs
+    assert ep.export(pruned, inputs, tmp_path / "g.onnx").max_abs_diff <= 1e-4
