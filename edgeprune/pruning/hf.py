@@ -94,7 +94,7 @@ def _head_group(model, name, attn, producers, o_name, o_mod, d, heads, out_slice
 
 
 def _gqa_group(name: str, attn, heads: int) -> Group:
-    """Grouped-query attention (LLaMA, Mistral, Qwen2): unit j = K/V head j with the rep = heads / kv query heads
+    """Grouped-query attention (LLaMA, Mistral, Qwen2; docs/METHODS.md §10): unit j = K/V head j with the rep = heads / kv query heads
     that read it, removed together so every query head keeps its K/V and rotary head_dim stays whole. The forward
     reads -1 heads from the shapes and num_key_value_groups (= rep, unchanged), so no attribute needs updating."""
     d = getattr(attn, "head_dim", None) or attn.q_proj.out_features // heads
