@@ -239,8 +239,9 @@ def markdown(rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def _earlier_rows(name: str, cells: str) -> list[dict]:
-    """Rows of an earlier results file, less those of the cells about to be run again (each row keeps its own date)."""
+def _earlier_rows(name: str, cells: str, peer: bool) -> list[dict]:
+    """Rows of an earlier results file, less those of the cells about to be run again (each row keeps its own date).
+    Without --peer a cell's peer rows are kept: a re-run of ours alone must not erase the comparison."""
     import json
 
     path = zoo.RESULTS / f"{name}.json"
@@ -248,8 +249,11 @@ def _earlier_rows(name: str, cells: str) -> list[dict]:
         return []
     model_of = {"minilm": "MiniLM-L6", "effnet": "EfficientNet-Lite0"}
     again = {(model_of[k], rt, float(t)) for k, rt, t in (c.split(":") for c in cells.split(","))}
-    return [r for r in json.loads(path.read_text())["rows"]
-            if (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) not in again]
+    def replaced(r) -> bool:
+        is_peer = " (" in r["model"] and r["model"] != r["model"].split(" (")[0]
+        return (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) in again and (peer or not is_peer)
+
+    return [r for r in json.loads(path.read_text())["rows"] if not replaced(r)]
 
 
 def main(argv=None):
@@ -262,7 +266,7 @@ def main(argv=None):
     ap.add_argument("--append", action="store_true", help="keep the rows of results/NAME.json for cells not run now")
     args = ap.parse_args(argv)
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
-    cache, rows = {}, (_earlier_rows(args.name, args.cells) if args.append else [])
+    cache, rows = {}, (_earlier_rows(args.name, args.cells, args.peer) if args.append else [])
     for cell in args.cells.split(","):
         key, runtime, target = cell.split(":")
         cache.setdefault(key, setups[key]())
