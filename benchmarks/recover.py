@@ -250,8 +250,8 @@ def _earlier_rows(name: str, cells: str, peer: bool) -> list[dict]:
     model_of = {"minilm": "MiniLM-L6", "effnet": "EfficientNet-Lite0"}
     again = {(model_of[k], rt, float(t)) for k, rt, t in (c.split(":") for c in cells.split(","))}
     def replaced(r) -> bool:
-        is_peer = " (" in r["model"] and r["model"] != r["model"].split(" (")[0]
-        return (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) in again and (peer or not is_peer)
+        labelled = " (" in r["model"]  # the peer's rows, ours re-timed beside it, a labelled re-run
+        return (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) in again and (peer or not labelled)
 
     return [r for r in json.loads(path.read_text())["rows"] if not replaced(r)]
 

@@ -6,14 +6,6 @@ import click
 from edgeprune.errors import ConfigError
 
 
-def _profile(name: str | None):
-    if not name:
-        return None
-    from edgeprune.profiles import load_profile
-
-    return load_profile(name)
-
-
 def _prune_noting(prune, loaded, config, calib):
     """(pruned model, its 'left unpruned' lines)."""
     left: list[str] = []
@@ -74,7 +66,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
-    from edgeprune.cli_run import console, stage
+    from edgeprune.cli_run import console, profile_or_none, stage
     from edgeprune.counting import count
     from edgeprune.data.cli import ReadOptions, held_out_score, read_sets
     from edgeprune.models import load_model
@@ -84,7 +76,7 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if train_path and not eval_path:
         raise ConfigError("--train needs --eval-data: recovery is verified on held-out data",
                           hint="add --eval-data DATA (samples neither --calib nor --train holds)")
-    profile = _profile(profile_name)
+    profile = profile_or_none(profile_name)
     config = StructuredConfig(ratio=ratio, unit=unit, importance=importance, scope=scope, compensate=not no_compensate,
                               round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib, strict=strict)
     with stage(f"loading {model}"):

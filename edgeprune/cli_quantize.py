@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli_run import console, input_shape_option, stage
+from edgeprune.cli_run import console, input_shape_option, profile_or_none, stage
 from edgeprune.errors import ConfigError
 
 
@@ -14,16 +14,6 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
         return tuple(float(v) for v in text.split(","))
     except ValueError as err:
         raise ConfigError(f"{what} '{text}' is not a comma-separated list of numbers", hint="e.g. 0.485,0.456,0.406") from err
-
-
-def _profile(name: str | None):
-    if not name:
-        return None
-    try:
-        from edgeprune.profiles import load_profile
-    except ImportError as err:
-        raise ConfigError("device profiles are not available in this build", hint="pass --precision instead of --profile") from err
-    return load_profile(name)
 
 
 @click.command("quantize")
@@ -72,7 +62,7 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
                           hint="pass the data as --calib, or recover with `edgeprune optimize --train` before quantizing")
     if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:  # NaN fails this too
         raise ConfigError(f"--min-cosine must be in [-1, 1], got {min_cosine}", hint="e.g. --min-cosine 0.99")
-    profile = _profile(profile_name)
+    profile = profile_or_none(profile_name)
     if precision is None:
         precision = default_precision(profile) if profile is not None else "int8"
         if precision not in ("int8", "fp16"):

@@ -21,6 +21,15 @@ input_shape_option = click.option(
     help="Input shape, e.g. 1x3x224x224, 1x128:int64 or input_ids=1x128:int64 (repeat per input).")
 
 
+def profile_or_none(name: str | None):
+    """The DeviceProfile a --profile option names, or None when it was not given (prune, quantize, sparsify)."""
+    if not name:
+        return None
+    from edgeprune.profiles import load_profile
+
+    return load_profile(name)
+
+
 @contextlib.contextmanager
 def stage(text: str) -> Iterator[None]:
     """A spinner with elapsed time for a step that may take more than a couple of seconds."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeprune.cli_run import console, input_shape_option, stage
+from edgeprune.cli_run import console, input_shape_option, profile_or_none, stage
 from edgeprune.errors import ConfigError
 
 
@@ -38,16 +38,6 @@ def _data(loaded, method: str, allocation: str, paths: dict, samples: int | None
     if calib is None and needs_calib:
         calib, note = _synthetic(loaded, samples or 32)
     return calib, train, held_out, note
-
-
-def _load_profile(name: str | None):
-    if not name:
-        return None
-    try:
-        from edgeprune.profiles import load_profile
-    except ImportError as err:
-        raise ConfigError("device profiles are not available in this build", hint="omit --profile") from err
-    return load_profile(name)
 
 
 @click.command("sparsify")
@@ -91,7 +81,7 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
         raise ConfigError(f"--calib-samples must be >= 1, got {calib_samples}")
     cfg = SparsityConfig(pattern=pattern, method=method, sparsity=sparsity, allocation=allocation, ignore=tuple(ignore),
                          on_incompatible="error" if strict and not skip_incompatible else "skip")
-    profile = _load_profile(profile_name)
+    profile = profile_or_none(profile_name)
     with stage(f"loading {model}"):
         loaded = load_model(model, input_shapes)
     if loaded.module is None:

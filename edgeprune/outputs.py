@@ -75,8 +75,9 @@ class FlatOutputs(torch.nn.Module):
 
 
 def for_export(model: torch.nn.Module, example_inputs, past_key_values: bool = False):
-    """(module to export, its output names). A model returning one tensor or a flat tuple of tensors is exported
-    as it is; a ModelOutput, a dict, None fields or a cache are flattened by FlatOutputs (names from the fields)."""
+    """(module to export, its output names, its flat output tensors on the example inputs: the export's reference).
+    A model returning one tensor or a flat tuple of tensors is exported as it is; a ModelOutput, a dict, None fields
+    or a cache are flattened by FlatOutputs (names from the fields)."""
     import inspect
 
     config = getattr(model, "config", None)
@@ -90,6 +91,4 @@ def for_export(model: torch.nn.Module, example_inputs, past_key_values: bool = F
     with torch.inference_mode():
         raw = model(*example_inputs, **kwargs)
     plain = isinstance(raw, torch.Tensor) or (isinstance(raw, tuple) and all(isinstance(t, torch.Tensor) for t in raw))
-    if plain and not cached:
-        return model, [f"output_{i}" for i in range(1 if isinstance(raw, torch.Tensor) else len(raw))]
-    return wrapped, output_names(raw)
+    return (model if plain and not cached else wrapped), output_names(raw), flatten_outputs(raw)

@@ -127,9 +127,8 @@ def load_manifest(root: Path) -> dict:
 
 def verify_files(root: Path, manifest: dict) -> int:
     """Check every listed file's sha256; returns how many were checked."""
-    listed = set(manifest["files"]) | {MANIFEST}
-    extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts and p.relative_to(root).as_posix() not in listed)
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    extra = sorted(present - set(manifest["files"]) - {MANIFEST})
     if extra:
         raise RunnerError(f"bundle holds file(s) its manifest does not list: {extra[:3]}",
                           hint="remove them, or rebuild the bundle with `edgeprune bundle` to include them")
