@@ -1,7 +1,7 @@
 """The backend protocol: one class per runtime, imported lazily.
 
 A backend turns an artifact (ONNX file, OpenVINO IR, TensorRT engine, torch module or .pt2) into a
-session that runs numpy inputs, reports per-layer info and is timed by `edgeprune.bench`.
+session that runs numpy inputs, reports per-layer info and is timed by `edgeprune.measurement.bench`.
 Runtime packages are imported inside methods only, so `import edgeprune` works with torch alone.
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ class Backend(abc.ABC):
     def prepare_inputs(self, inputs: Mapping[str, np.ndarray] | None, batch: int | None = None) -> dict[str, np.ndarray]:
         """Check given inputs against the artifact, or make realistic random ones (static dims kept,
         dynamic batch = `batch` or 1; a `batch` that contradicts a static batch dim is an error)."""
-        from edgeprune.bench import random_inputs
+        from edgeprune.measurement.timing import random_inputs
 
         if inputs is None:
             return random_inputs(self.input_specs(), batch=batch)
@@ -146,7 +146,7 @@ class Backend(abc.ABC):
         return []
 
     def benchmark(self, inputs: Mapping[str, np.ndarray], **kwargs):
-        from edgeprune.bench import measure
+        from edgeprune.measurement.timing import measure
 
         return measure(self.runner(inputs), **kwargs)
 

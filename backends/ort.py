@@ -17,7 +17,7 @@ import numpy as np
 from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-_ORT_TO_NUMPY = {
+ORT_TO_NUMPY = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
     "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
 }
@@ -80,7 +80,7 @@ class OnnxRuntimeBackend(Backend):
 
     def input_specs(self) -> list[TensorSpec]:
         return [
-            TensorSpec(i.name, tuple(d if isinstance(d, int) else str(d) for d in i.shape), _ORT_TO_NUMPY.get(i.type, "float32"))
+            TensorSpec(i.name, tuple(d if isinstance(d, int) else str(d) for d in i.shape), ORT_TO_NUMPY.get(i.type, "float32"))
             for i in self.session.get_inputs()
         ]
 

@@ -63,7 +63,7 @@ def _attrs(node) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
+def onnx_constants(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -141,7 +141,7 @@ def check_sparse_eligibility(model: Any) -> list[LayerSparsity]:
     """Every Conv/MatMul/Gemm node of an ONNX file (or ModelProto) with TensorRT's 2:4 verdict on its weight."""
     model = _load_onnx(model)
     graph = model.graph
-    consts = _constants(graph)
+    consts = onnx_constants(graph)
     producers = {out: node for node in graph.node for out in node.output}
     out: list[LayerSparsity] = []
     for idx, node in enumerate(graph.node):

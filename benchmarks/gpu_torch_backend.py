@@ -33,7 +33,7 @@ def main():
     cpu = get_backend("torch", BackendOptions(device="cpu")).compile(loaded)
     gpu = get_backend("torch", BackendOptions(device="cuda")).compile(loaded)
     diff = float(np.abs(cpu.run(feeds)[0] - gpu.run(feeds)[0]).max())
-    from edgeprune.bench import benchmark_sessions
+    from edgeprune.measurement.bench import benchmark_sessions
 
     results = benchmark_sessions([("cpu", cpu, feeds), ("cuda", gpu, feeds)], batch=8, warmup=5, iters=50, rounds=5)
     (s,) = ep.compare(results)

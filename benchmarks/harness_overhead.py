@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.bench import bare_loop_ms, measure  # noqa: E402
+from edgeprune.measurement.bench import bare_loop_ms, measure  # noqa: E402
 
 N, ROUNDS = 200_000, 7
 

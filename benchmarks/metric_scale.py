@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.cli_optimize import default_data  # noqa: E402
+from edgeprune.cli.optimize import default_data  # noqa: E402
 from edgeprune.metrics import get_metric  # noqa: E402
 from edgeprune.models import load_model  # noqa: E402
 from edgeprune.pruning import StructuredConfig, prune  # noqa: E402

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
 from edgeprune.backends import get_backend  # noqa: E402
-from edgeprune import bench  # noqa: E402
-from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
+from edgeprune.measurement import bench  # noqa: E402
+from edgeprune.measurement.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.metrics import get_metric  # noqa: E402
 from edgeprune.exporter import export  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import zoo  # noqa: E402  (real models and data sets)
 
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
-from edgeprune.bench import benchmark_sessions, speedup  # noqa: E402
+from edgeprune.measurement.bench import benchmark_sessions, speedup  # noqa: E402
 from edgeprune.data import CalibrationData  # noqa: E402
 from edgeprune.exporter import export  # noqa: E402
 from edgeprune.models import LoadedModel, builtin_path, load_model  # noqa: E402

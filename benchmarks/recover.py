@@ -198,7 +198,7 @@ def _side_by_side(dense, models, example, names, runtime: str, iters: int) -> li
 
     import edgeprune as ep
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.bench import benchmark_sessions, compare
+    from edgeprune.measurement.bench import benchmark_sessions, compare
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = []

@@ -67,10 +67,10 @@ def main() -> None:
     import onnxruntime as ort
 
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.bench import benchmark_sessions, compare
-    from edgeprune.bundle import build_bundle, unpack_bundle
+    from edgeprune.measurement.bench import benchmark_sessions, compare
+    from edgeprune.deploy.bundle import build_bundle, unpack_bundle
     from edgeprune.env import environment
-    from edgeprune.html_report import write_report
+    from edgeprune.report.html import write_report
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-report-demo-") as tmp:
         tmp = Path(tmp)

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.bench import bare_loop_ms, benchmark_sessions, compare, measure  # noqa: E402
+from edgeprune.measurement.bench import bare_loop_ms, benchmark_sessions, compare, measure  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.exporter import export  # noqa: E402
 from edgeprune.models import LoadedModel  # noqa: E402

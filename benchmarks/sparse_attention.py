@@ -32,7 +32,7 @@ from benchmarks.results_io import atomic_write  # noqa: E402
 from edgeprune.attention import AttentionSparsityConfig, sparsify_attention  # noqa: E402
 from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
-from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
+from edgeprune.measurement.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.exporter import export, export_openvino  # noqa: E402
 
 BACKENDS = ("onnxruntime", "openvino")

@@ -222,7 +222,7 @@ def run_latency(doc, save, quick, resume_from=None):
 def _latency_pair(backend_name, options, paths, summary, rounds, iters) -> list[dict]:
     """Dense and 2:4 on one runtime in interleaved rounds; speedup = median of per-round p50 ratios (min-max)."""
     from edgeprune.backends import get_backend
-    from edgeprune.bench import benchmark_sessions, compare
+    from edgeprune.measurement.bench import benchmark_sessions, compare
 
     sessions = []
     for name, path in paths.items():

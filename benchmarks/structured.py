@@ -33,7 +33,7 @@ from benchmarks import tp_baseline as tpb  # noqa: E402
 from benchmarks import zoo  # noqa: E402
 import edgeprune as ep  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
-from edgeprune.bench import benchmark_sessions, compare  # noqa: E402
+from edgeprune.measurement.bench import benchmark_sessions, compare  # noqa: E402
 from edgeprune.exporter import export  # noqa: E402
 
 ROWS: list[dict] = []

@@ -1,5 +1,5 @@
 """python -m edgeprune: the same CLI as the `edgeprune` command."""
-from edgeprune.cli import main
+from edgeprune.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -185,7 +185,7 @@ def _resolve(spec: str | Path, input_shapes: Sequence[str] | None, seq_len: int,
                          hint="use package.module:factory, file.py:factory, a Hugging Face folder, a .pt2 or .onnx file, or 'minilm'")
 
 
-def _import_factory(spec: str):
+def import_factory(spec: str):
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise ModelLoadError(f"bad model spec '{spec}'", hint="write module:factory or path/file.py:factory")
@@ -213,7 +213,7 @@ def _import_factory(spec: str):
 
 
 def _load_factory(spec: str, shapes: list[InputSpec]) -> LoadedModel:
-    factory = _import_factory(spec)
+    factory = import_factory(spec)
     try:
         made = factory()
     except Exception as err:
@@ -325,3 +325,16 @@ def _load_hf(folder: Path, shapes: list[InputSpec], seq_len: int, batch: int, so
         example = tuple(InputSpec(n, (batch, seq_len), "int64").make(i) for i, n in enumerate(names))
     wrapper = HFModelWrapper(model.eval(), names).eval()
     return LoadedModel(source, "hf", wrapper, example, names, config=config)
+
+
+def tokenizer_source(model: Any) -> Path | None:
+    """Where the model's tokenizer lives: the packaged model's folder ("minilm"), a Hugging Face model folder,
+    or the folder of an .onnx file that holds a tokenizer; None when there is none."""
+    source = str(getattr(model, "source", model))
+    if source in BUILTIN_MODELS:
+        return builtin_path(source)
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() or any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return folder
+    return None

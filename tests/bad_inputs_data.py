@@ -162,7 +162,7 @@ def _profiles(root: Path) -> None:
 
 
 def _plans(root: Path) -> None:
-    from edgeprune.planner import PLAN_VERSION
+    from edgeprune.optimizer.planner import PLAN_VERSION
 
     (root / "plan_v99.json").write_text('{"version": 99}')
     (root / "plan_notjson.json").write_text("{oops")
@@ -175,7 +175,7 @@ def _plans(root: Path) -> None:
 
 
 def _outdirs_and_bundles(root: Path) -> None:
-    from edgeprune.bundle import build_bundle
+    from edgeprune.deploy.bundle import build_bundle
 
     out = root / "outdir"
     out.mkdir()

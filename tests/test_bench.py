@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeprune.bench import BenchResult, LatencyStats, compare, measure, measure_many, random_inputs, speedup
+from edgeprune.measurement.bench import BenchResult, LatencyStats, compare, measure, measure_many, random_inputs, speedup
 from edgeprune.backends import TensorSpec
 from edgeprune.errors import BenchmarkError, ConfigError
 
@@ -93,7 +93,7 @@ def test_settle_keeps_switch_penalty_out_of_short_rounds():
 
 
 def test_settle_defaults_on_for_comparisons_only(monkeypatch):
-    import edgeprune.bench as bench
+    import edgeprune.measurement.bench as bench
 
     seen = []
     monkeypatch.setattr(bench, "measure_many", lambda fns, **kw: seen.append(kw["settle_s"]) or [])
@@ -111,7 +111,7 @@ def test_settle_defaults_on_for_comparisons_only(monkeypatch):
 
 
 def test_median_interval_order_statistics():
-    from edgeprune.bench import median_interval
+    from edgeprune.measurement.bench import median_interval
 
     # n=20: P(Bin(20, 1/2) <= 5) = 0.0207 <= 0.025 < P(<= 6) = 0.0577, so k = 6: x_(6) and x_(15)
     assert median_interval([float(i) for i in range(1, 21)]) == (6.0, 15.0)

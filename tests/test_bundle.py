@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune import bundle as B
-from edgeprune.bench import LatencyStats
+from edgeprune.deploy import bundle as B
+from edgeprune.measurement.bench import LatencyStats
 from edgeprune.cli import main
 from edgeprune.errors import ConfigError
-from edgeprune.runner import RUNNER_PATH
+from edgeprune.deploy.runner import RUNNER_PATH
 
 # Runs a script as on a device without torch or edgeprune: -I drops PYTHONPATH, cwd and user site; a
 # None entry in sys.modules makes `import X` raise ImportError. Prints what got imported from them.

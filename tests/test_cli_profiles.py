@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import one_error_line as _one_error_line
 from edgeprune.cli import main
 from edgeprune.errors import ProfileError
-from edgeprune.profiles import load_profile, profile_from_text, profile_names
+from edgeprune.targets.profiles import load_profile, profile_from_text, profile_names
 
 
 
@@ -90,7 +90,7 @@ def test_validate_broken_yaml_and_missing_file(runner, tmp_path):
 
 
 def test_validate_every_shipped_profile(runner):
-    from edgeprune.profiles import PACKAGE
+    from edgeprune.targets.profiles import PACKAGE
     from importlib import resources
 
     paths = [str(resources.files(PACKAGE) / f"{n}.yaml") for n in profile_names()]
@@ -112,12 +112,12 @@ def test_probe_to_file_and_stdout(runner, tmp_path):
 
 
 def test_failing_probe_leaves_no_file(runner, tmp_path, monkeypatch):
-    import edgeprune.probe
+    import edgeprune.targets.probe
 
     def broken():
         raise ProfileError("probe failed on purpose", hint="none")
 
-    monkeypatch.setattr(edgeprune.probe, "probe_host", broken)
+    monkeypatch.setattr(edgeprune.targets.probe, "probe_host", broken)
     out = tmp_path / "host.yaml"
     line = _one_error_line(runner.invoke(main, ["profiles", "probe", "-o", str(out)]))
     assert "probe failed on purpose" in line

@@ -269,7 +269,7 @@ def test_from_texts_keeps_model_inputs_in_order(tokenizer):
 # -- the CLI reader ----------------------------------------------------------------------------
 
 def test_read_data_binds_text_to_the_model_with_its_tokenizer(tmp_path, minilm):
-    from edgeprune.data.cli import ReadOptions, read_data, read_sets
+    from edgeprune.cli.data import ReadOptions, read_data, read_sets
 
     (tmp_path / "calib.txt").write_text("a fine film\nthe plot is thin\n")
     (tmp_path / "eval.csv").write_text("text,label\nlovely acting,pos\ntoo long by half,neg\n")
@@ -289,7 +289,7 @@ def test_data_options_and_read_data_options(tmp_path):
     import click
     from click.testing import CliRunner
 
-    from edgeprune.data.cli import data_options, read_data_options
+    from edgeprune.cli.data import data_options, read_data_options
     from edgeprune.models import load_model
 
     loaded = load_model(f"{Path(__file__).parent}/conftest.py:make_cnn")  # input (N, 3, 32, 32)

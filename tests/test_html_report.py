@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from edgeprune.cli import main
 from edgeprune.errors import ConfigError
-from edgeprune.html_report import render, write_report
+from edgeprune.report.html import render, write_report
 from test_bundle import mlp_onnx
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

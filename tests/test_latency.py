@@ -6,7 +6,7 @@ import json
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.latency import (LatencyTable, LayerShape, ModelLatency, Roofline, WholeModelFit, measure_layers,
+from edgeprune.measurement.latency import (LatencyTable, LayerShape, ModelLatency, Roofline, WholeModelFit, measure_layers,
                                open_table)
 
 
@@ -97,8 +97,8 @@ def test_whole_model_fit_needs_a_measurement():
 
 
 def test_cpu_profile_without_peak_gets_a_relative_mac_model():
-    from edgeprune.latency import roofline_for
-    from edgeprune.profiles import load_profile
+    from edgeprune.measurement.latency import roofline_for
+    from edgeprune.targets.profiles import load_profile
 
     roof = roofline_for(load_profile("rpi5"), "fp32", "onnxruntime")  # no sourced clock -> no peak figure
     assert roof.relative

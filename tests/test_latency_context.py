@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeprune.latency import LayerShape
+from edgeprune.measurement.latency import LayerShape
 from edgeprune.optimizer.context import (ContextCorrection, context_correction, conv_order, map_nodes, profile_layers,
                                         weighted_nodes)
 from tests.pruning_models import make_concat, make_ir

@@ -10,7 +10,7 @@ from torch import nn
 from edgeprune.errors import ConfigError
 from edgeprune.optimizer import OptimizeConfig, apply_plan, optimize
 from edgeprune.recover import RecoverConfig
-from edgeprune.planner import Plan
+from edgeprune.optimizer.planner import Plan
 
 
 class HostProfile:
@@ -124,9 +124,9 @@ def cli_model():
 def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
     from types import SimpleNamespace
 
-    from edgeprune.latency import WholeModelFit
+    from edgeprune.measurement.latency import WholeModelFit
     from edgeprune.optimizer.run import _replan_if_off
-    from edgeprune.planner import GroupOption, build_plan
+    from edgeprune.optimizer.planner import GroupOption, build_plan
 
     # one group of 64 units costing 1 ms per 8 kept; the table says the plan (48 kept) runs 6 ms = 0.67x of 9 ms
     opt = GroupOption("g", 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
@@ -159,9 +159,9 @@ def test_a_measurement_off_the_budget_joins_the_anchors_and_replans():
 def test_a_replan_maps_through_the_measured_plans_not_the_uniform_anchors():
     from types import SimpleNamespace
 
-    from edgeprune.latency import WholeModelFit
+    from edgeprune.measurement.latency import WholeModelFit
     from edgeprune.optimizer.run import _replan_if_off
-    from edgeprune.planner import GroupOption, build_plan
+    from edgeprune.optimizer.planner import GroupOption, build_plan
 
     opt = GroupOption("g", 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8)
     total = lambda keep: 1e-3 + 1e-3 * keep["g"] / 8  # noqa: E731
@@ -292,7 +292,7 @@ def test_attempts_that_kept_the_score_are_retimed_side_by_side(tmp_path):
 
 def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
     from edgeprune.optimizer.run import _scaled_keep
-    from edgeprune.planner import GroupOption
+    from edgeprune.optimizer.planner import GroupOption
 
     # a cut 16 of 64, b uncut, c cut 32 of 64; 1 ms per 8 kept units in every group
     opts = [GroupOption(n, 64, tuple(float(i) for i in range(64)), lambda k: 1e-3 * k / 8, step=8, min_keep=8)
@@ -320,7 +320,7 @@ def test_a_replan_scales_the_measured_plans_cuts_by_one_factor():
 def test_targets_are_met_only_when_the_measured_speedup_reaches_the_ask(median, lo, hi, met):
     from types import SimpleNamespace
 
-    from edgeprune.cli_optimize import speed_met
+    from edgeprune.cli.optimize import speed_met
 
     result = SimpleNamespace(speedup={"median": median, "ci_low": lo, "ci_high": hi})
     assert speed_met(result, OptimizeConfig(speedup=1.3)) is met

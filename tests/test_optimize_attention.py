@@ -12,7 +12,7 @@ from edgeprune.attention.latency import AttentionShape, estimate_attention
 from edgeprune.errors import ConfigError
 from edgeprune.optimizer import OptimizeConfig, apply_plan, optimize
 from edgeprune.optimizer.attention import PAYS, decide_attention
-from edgeprune.planner import Plan
+from edgeprune.optimizer.planner import Plan
 from edgeprune.recover import RecoverConfig
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.planner import GroupOption, Plan, build_plan, choose_pattern, fill_budget, plan_widths
+from edgeprune.optimizer.planner import GroupOption, Plan, build_plan, choose_pattern, fill_budget, plan_widths
 
 
 def staircase(per_step_s: float, step: int):

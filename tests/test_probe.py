@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgeprune.errors import ProfileError
-from edgeprune.probe import GpuFacts, ProbeFacts, profile_from_facts, probe_host
-from edgeprune.profiles import load_profile, profile_from_text
+from edgeprune.targets.probe import GpuFacts, ProbeFacts, profile_from_facts, probe_host
+from edgeprune.targets.profiles import load_profile, profile_from_text
 
 def test_probe_host_validates_and_lists_installed_runtimes():
     host = probe_host()
@@ -83,7 +83,7 @@ def test_probe_without_runtimes_is_a_profile_error():
 
 
 def test_probe_imports_no_runtime():
-    code = ("import sys, edgeprune.probe, edgeprune.profiles as p; p.load_profile('host'); p.list_profiles(); "
+    code = ("import sys, edgeprune.targets.probe, edgeprune.targets.profiles as p; p.load_profile('host'); p.list_profiles(); "
             "print(sorted(m for m in ('onnxruntime', 'openvino', 'tensorrt', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

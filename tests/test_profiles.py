@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import edgeprune as ep
 from edgeprune.errors import ProfileError
-from edgeprune.profiles import (list_profiles, load_profile, profile_from_mapping, profile_from_text, profile_names)
+from edgeprune.targets.profiles import (list_profiles, load_profile, profile_from_mapping, profile_from_text, profile_names)
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["epyc-zen3", "xeon-spr", "xeon-icelake", "graviton3", "rpi5", "jetson-agx-orin", "jetson-orin-nx",
@@ -167,8 +167,8 @@ def test_channel_multiple_and_runtime_choice():
 
 
 def test_other_modules_can_use_a_profile():
-    from edgeprune.latency import roofline_for
-    from edgeprune.planner import choose_pattern
+    from edgeprune.measurement.latency import roofline_for
+    from edgeprune.optimizer.planner import choose_pattern
 
     roof = roofline_for(load_profile("a100-sxm"), "fp16", "tensorrt")
     assert roof.peak_ops == pytest.approx(312e12) and roof.bandwidth == pytest.approx(2039e9)

@@ -206,7 +206,7 @@ def test_default_precision_from_profile():
 
 def test_cli_quantize(cnn, tmp_path):
     from edgeprune import cli
-    from edgeprune.cli_quantize import quantize_cmd
+    from edgeprune.cli.quantize import quantize_cmd
 
     cli.main.add_command(quantize_cmd)
     onnx_path, _ = cnn

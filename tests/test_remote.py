@@ -14,10 +14,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from edgeprune.bundle import build_bundle
+from edgeprune.deploy.bundle import build_bundle
 from edgeprune.cli import main
 from edgeprune.errors import ConfigError
-from edgeprune.remote import Target, parse_target
+from edgeprune.deploy.remote import Target, parse_target
 from test_bundle import NO_TORCH, mlp_onnx, write_shim
 
 SSHD = "/usr/sbin/sshd"

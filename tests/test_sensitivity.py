@@ -8,7 +8,7 @@ from conftest import make_cnn, make_mlp
 from pruning_models import make_gpt2
 from edgeprune.optimizer.sensitivity import SensitiveOption, group_errors, probe_widths, zeroed_units
 from edgeprune.pruning import StructuredConfig, prune
-from edgeprune.pruning.apply import _choose, find_groups
+from edgeprune.pruning.apply import choose_units, find_groups
 
 
 @pytest.mark.parametrize("make", [make_mlp, make_cnn, make_gpt2])
@@ -20,7 +20,7 @@ def test_zeroing_units_equals_pruning_them_without_compensation(make):
         model, (x,) = make()
         g = find_groups(model, (x,), StructuredConfig(unit="auto"))[i]
         scores = torch.rand(g.n_units, generator=torch.Generator().manual_seed(i))
-        drop = _choose(scores, g.n_units // 2, g.uniform)  # the path pruning takes (same slots per conv group)
+        drop = choose_units(scores, g.n_units // 2, g.uniform)  # the path pruning takes (same slots per conv group)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         with zeroed_units(g, drop), torch.no_grad():
             simulated = model(x)

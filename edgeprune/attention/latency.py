@@ -2,7 +2,7 @@
 
 measured: the layer alone (q, k, v -> out, the model's heads x length x head dim) exported to ONNX twice, dense and
   sparse, timed in interleaved rounds on the host runtime; cached on disk beside the GEMM latency tables
-  (edgeprune/latency.py), keyed by (profile, runtime, version, threads, shape, sparsity settings).
+  (edgeprune/measurement/latency.py), keyed by (profile, runtime, version, threads, shape, sparsity settings).
 estimate: per head, in multiply-add equivalents (no runtime at hand, e.g. a non-host profile):
   dense  = 2 L^2 d (QK^T, PV) + E L^2 (mask + softmax over the scores)
   sparse = 2 L S B (d+1) (gathered blocks) + E L S B (their softmax) + E n S B (2d+1) (the K/V gather)
@@ -107,7 +107,7 @@ def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, runti
                       profile: str = "host", threads: int | None = None, iters: int = 30, rounds: int = 3,
                       fresh: bool = False) -> AttentionCost:
     """Dense and sparse layer p50 ms on `runtime` (least round median of interleaved rounds), cached on disk."""
-    from edgeprune.latency import open_table
+    from edgeprune.measurement.latency import open_table
 
     # A table of its own (profile "<profile>/attention"): the GEMM table is rewritten whole when re-measured.
     table = open_table(f"{profile}/attention", runtime, threads, fresh=fresh)
@@ -141,7 +141,7 @@ def export_layers(shape: AttentionShape, cfg: AttentionSparsityConfig, folder: P
 
 def _time_pair(shape, cfg, runtime: str, threads, iters: int, rounds: int) -> tuple[float, float]:
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.bench import measure_many
+    from edgeprune.measurement.bench import measure_many
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-attn-") as tmp:
         layers = export_layers(shape, cfg, Path(tmp))

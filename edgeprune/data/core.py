@@ -12,16 +12,31 @@ bind) keep labels, texts, class names and the source files.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from edgeprune.data.errors import CalibrationError
-from edgeprune.data.images import ImagePreprocess
 from edgeprune.data.specs import InputSpec, as_specs, bind_arrays, onnx_input_specs
+
+if TYPE_CHECKING:
+    from edgeprune.data.images import ImagePreprocess
 
 DEFAULT_SAMPLES = 128
 _NUMERIC_KINDS = "biuf"  # bool, signed/unsigned int, float: what torch and the runtimes take
+
+# Readers (sources.py, images.py) register themselves here, so this module imports none of them: they build
+# CalibrationData and its constructors call them. edgeprune.data's __init__ imports both, and Python runs a
+# package's __init__ before any of its modules, so every reader is registered before a constructor runs.
+READERS: dict[str, Callable[..., "CalibrationData"]] = {}
+
+
+def reader(name: str):
+    """Decorator: register a reader under `name` for CalibrationData's constructors."""
+    def register(fn):
+        READERS[name] = fn
+        return fn
+    return register
 
 
 def sample_indices(available: int, n: int | None, seed: int = 0) -> np.ndarray:
@@ -104,55 +119,41 @@ class CalibrationData:
     def load(cls, source: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0, preprocess: ImagePreprocess | None = None,
              tokenizer: Any = None, seq_len: int = 128, input_names: Sequence[str] | None = None) -> "CalibrationData":
         """Folder of images (flat, or one subfolder per class), .txt, .csv (text,label), .npy/.npz, .pt, or an iterable."""
-        from edgeprune.data.sources import load
-
-        return load(source, n=n, seed=seed, preprocess=preprocess, tokenizer=tokenizer, seq_len=seq_len, input_names=input_names)
+        return READERS["load"](source, n=n, seed=seed, preprocess=preprocess, tokenizer=tokenizer, seq_len=seq_len, input_names=input_names)
 
     @classmethod
     def from_images(cls, folder: str | os.PathLike, preprocess: ImagePreprocess, *, n: int | None = DEFAULT_SAMPLES,
                     seed: int = 0, input_name: str = "input") -> "CalibrationData":
-        from edgeprune.data.images import read_image_folder
-
-        return read_image_folder(folder, preprocess, n=n, seed=seed, input_name=input_name)
+        return READERS["read_image_folder"](folder, preprocess, n=n, seed=seed, input_name=input_name)
 
     @classmethod
     def from_text(cls, path: str | os.PathLike, tokenizer: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
                   seq_len: int = 128) -> "CalibrationData":
-        from edgeprune.data.sources import read_text
-
-        return read_text(path, tokenizer, n=n, seed=seed, seq_len=seq_len)
+        return READERS["read_text"](path, tokenizer, n=n, seed=seed, seq_len=seq_len)
 
     @classmethod
     def from_texts(cls, texts: Sequence[str], tokenizer: Any, *, labels: Any = None, class_names: Sequence[str] | None = None,
                    seq_len: int = 128, source: str = "texts", input_names: Sequence[str] | None = None) -> "CalibrationData":
         """In-memory texts, tokenized (all of them, in order); input_names keeps and orders the tokenizer outputs."""
-        from edgeprune.data.sources import read_texts
-
-        return read_texts(texts, tokenizer, labels=labels, class_names=class_names, seq_len=seq_len, source=source,
+        return READERS["read_texts"](texts, tokenizer, labels=labels, class_names=class_names, seq_len=seq_len, source=source,
                           input_names=input_names)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike, tokenizer: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
                  seq_len: int = 128) -> "CalibrationData":
-        from edgeprune.data.sources import read_csv
-
-        return read_csv(path, tokenizer, n=n, seed=seed, seq_len=seq_len)
+        return READERS["read_csv"](path, tokenizer, n=n, seed=seed, seq_len=seq_len)
 
     @classmethod
     def from_numpy(cls, path: str | os.PathLike, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
                    input_names: Sequence[str] | None = None) -> "CalibrationData":
-        from edgeprune.data.sources import read_numpy
-
-        return read_numpy(path, n=n, seed=seed, input_names=input_names)
+        return READERS["read_numpy"](path, n=n, seed=seed, input_names=input_names)
 
     @classmethod
     def from_iterable(cls, items: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
                       input_names: Sequence[str] | None = None, labelled: bool = False) -> "CalibrationData":
         """Items are batches (leading batch dim): tensors/arrays, tuples of them (positional inputs), or dicts.
         labelled=True: the last element of each tuple (or the 'labels' key of a dict) is the label tensor."""
-        from edgeprune.data.sources import read_iterable
-
-        return read_iterable(items, n=n, seed=seed, input_names=input_names, labelled=labelled)
+        return READERS["read_iterable"](items, n=n, seed=seed, input_names=input_names, labelled=labelled)
 
     # -- views ----------------------------------------------------------------------------
     @property

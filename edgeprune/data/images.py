@@ -9,15 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeprune.data.errors import CalibrationError
 from edgeprune.errors import ConfigError
 
-if TYPE_CHECKING:
-    from edgeprune.data.core import CalibrationData
+from edgeprune.data.core import CalibrationData, reader, sample_indices
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -73,7 +71,7 @@ def class_folders(folder: Path) -> list[Path]:
 
 
 def read_images(folder: str | os.PathLike, preprocess: ImagePreprocess, *, n: int | None, seed: int = 0,
-                input_name: str = "input") -> "CalibrationData":
+                input_name: str = "input") -> CalibrationData:
     """A class-per-subfolder tree (labelled) when `folder` is one, else a flat folder of images."""
     folder = Path(folder)
     classes = class_folders(folder)
@@ -82,11 +80,10 @@ def read_images(folder: str | os.PathLike, preprocess: ImagePreprocess, *, n: in
     return read_image_folder(folder, preprocess, n=n, seed=seed, input_name=input_name)
 
 
+@reader("read_image_folder")
 def read_image_folder(folder: str | os.PathLike, preprocess: ImagePreprocess, *, n: int | None, seed: int = 0,
-                      input_name: str = "input") -> "CalibrationData":
+                      input_name: str = "input") -> CalibrationData:
     """Every image under `folder` (recursively), unlabelled."""
-    from edgeprune.data.core import CalibrationData, sample_indices
-
     folder = Path(folder)
     files = image_files(folder)
     if not files:
@@ -98,10 +95,8 @@ def read_image_folder(folder: str | os.PathLike, preprocess: ImagePreprocess, *,
 
 
 def read_image_tree(folder: str | os.PathLike, preprocess: ImagePreprocess, *, n: int | None, seed: int = 0,
-                    input_name: str = "input") -> "CalibrationData":
+                    input_name: str = "input") -> CalibrationData:
     """folder/<class>/<image>: label i = the i-th subfolder name in sorted order."""
-    from edgeprune.data.core import CalibrationData, sample_indices
-
     folder = Path(folder)
     classes = class_folders(folder)
     if not classes:

@@ -14,13 +14,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from edgeprune.data.core import DEFAULT_SAMPLES, CalibrationData, sample_indices
+from edgeprune.data.core import DEFAULT_SAMPLES, CalibrationData, reader, sample_indices
 from edgeprune.data.errors import CalibrationError
 from edgeprune.data.images import ImagePreprocess, read_images
 
 SUFFIXES = ".txt, .csv, .npy, .npz, .pt or a folder of images"
 
 
+@reader("load")
 def load(source: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0, preprocess: ImagePreprocess | None = None,
          tokenizer: Any = None, seq_len: int = 128, input_names: Sequence[str] | None = None) -> CalibrationData:
     """Dispatch on the source: folder of images (flat or class tree), .txt, .csv, .npy/.npz, .pt, or an iterable."""
@@ -69,6 +70,7 @@ def tokenize(texts: list[str], tokenizer: Any, seq_len: int) -> dict[str, np.nda
     return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
 
 
+@reader("read_text")
 def read_text(path: str | os.PathLike, tokenizer: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
               seq_len: int = 128) -> CalibrationData:
     """One sample per non-empty line; `texts` keeps the picked lines."""
@@ -81,6 +83,7 @@ def read_text(path: str | os.PathLike, tokenizer: Any, *, n: int | None = DEFAUL
                            texts=picked, files=[path.resolve()])
 
 
+@reader("read_texts")
 def read_texts(texts: Sequence[str], tokenizer: Any, *, labels: Any = None, class_names: Sequence[str] | None = None,
                seq_len: int = 128, source: str = "texts", input_names: Sequence[str] | None = None) -> CalibrationData:
     """In-memory texts, every one in order; input_names keeps and orders the tokenizer's outputs (the model's inputs)."""
@@ -97,6 +100,7 @@ def read_texts(texts: Sequence[str], tokenizer: Any, *, labels: Any = None, clas
     return CalibrationData(arrays, f"{source} ({len(texts)} texts)", labels=labels, class_names=class_names, texts=texts)
 
 
+@reader("read_csv")
 def read_csv(path: str | os.PathLike, tokenizer: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
              seq_len: int = 128) -> CalibrationData:
     """A CSV with header text,label: labels are ints, or strings mapped to ids in sorted order (class_names)."""
@@ -146,6 +150,7 @@ def _read(path: Path, encoding: str = "utf-8") -> str:
 
 # -- arrays -------------------------------------------------------------------------------------
 
+@reader("read_numpy")
 def read_numpy(path: str | os.PathLike, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0,
                input_names: Sequence[str] | None = None) -> CalibrationData:
     """.npy: one input; .npz: one input per key, except a key named 'labels' (the labels)."""
@@ -181,6 +186,7 @@ def read_torch(path: str | os.PathLike, *, n: int | None = DEFAULT_SAMPLES, seed
 
 # -- iterables ----------------------------------------------------------------------------------
 
+@reader("read_iterable")
 def read_iterable(items: Any, *, n: int | None = DEFAULT_SAMPLES, seed: int = 0, input_names: Sequence[str] | None = None,
                   labelled: bool = False, source: str = "iterable") -> CalibrationData:
     """Batches (leading batch dim): tensors/arrays, tuples of them (positional inputs), dicts (keyword inputs),

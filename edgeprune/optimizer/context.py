@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from edgeprune.latency import LayerShape
+from edgeprune.measurement.latency import LayerShape
 
 # ops that runtimes fuse into the preceding conv: a fused node is reported under the last one's output
 _FUSABLE = {"Clip", "Relu", "Add", "Sigmoid", "Mul", "HardSigmoid", "HardSwish", "LeakyRelu", "BatchNormalization"}

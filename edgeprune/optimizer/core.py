@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from edgeprune.errors import ConfigError
-from edgeprune.latency import LayerShape, measure_layers, roofline_for
+from edgeprune.measurement.latency import LayerShape, measure_layers, roofline_for
 from edgeprune.optimizer.shapes import group_latency_fn, shapes_at
-from edgeprune.planner import Plan
+from edgeprune.optimizer.planner import Plan
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ class OptimizeResult:
 
     def save(self, outdir: str | Path, *, openvino: bool = True) -> Path:
         """Write the output folder (plan.json, model.onnx, model.xml/.bin, report.json/md/html) atomically."""
-        from edgeprune.optimizer.output import write_outdir
+        from edgeprune.report.optimize import write_outdir
 
         return write_outdir(self, outdir, self.plan.model, openvino=openvino)
 
@@ -239,7 +239,7 @@ def _compiled_sessions(labelled_paths: Sequence[tuple[str, Path]], runtime: str,
 def _measure_against_dense(dense_onnx: Path, paths: Sequence[Path], runtime: str, feeds, threads, rounds: int,
                            iters: int):
     """BenchResults [dense, "optimized" per path] from one interleaved run, and each path's speedup dict."""
-    from edgeprune.bench import benchmark_sessions, compare
+    from edgeprune.measurement.bench import benchmark_sessions, compare
 
     sessions = _compiled_sessions([("dense", dense_onnx)] + [("optimized", p) for p in paths], runtime, feeds, threads)
     results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
@@ -264,9 +264,9 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     The anchors only need the right shapes, so they are pruned by magnitude without compensation (seconds).
     Fixed fractions, not placed at the budget: anchors at the budget's table cost (tried) sit close together, so
     anchor noise tilts the map; on MiniLM/ORT that run measured 1.60x for 1.3x asked against 1.32x with these."""
-    from edgeprune.bench import benchmark_sessions
+    from edgeprune.measurement.bench import benchmark_sessions
     from edgeprune.exporter import export
-    from edgeprune.latency import WholeModelFit
+    from edgeprune.measurement.latency import WholeModelFit
     from edgeprune.optimizer.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune
 

@@ -17,15 +17,15 @@ from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _bud
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.attention import decide_attention, with_layers
 from edgeprune.optimizer.shapes import group_layers, record_shapes
-from edgeprune.latency import WholeModelFit
-from edgeprune.planner import Plan, build_plan, choose_pattern, fill_budget
+from edgeprune.measurement.latency import WholeModelFit
+from edgeprune.optimizer.planner import Plan, build_plan, choose_pattern, fill_budget
 
 MEASURABLE = ("onnxruntime", "openvino")
 
 
 def _resolve_profile(profile: Any):
     if isinstance(profile, (str, Path)):
-        from edgeprune.profiles import load_profile
+        from edgeprune.targets.profiles import load_profile
 
         name = str(profile)
         return load_profile(name), name == "host"
@@ -50,7 +50,7 @@ def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, t
     A table cached on a quiet machine and a dense model timed under load (or the reverse) would make
     the untouched remainder (dense - layers) look far larger or smaller than it is.
     """
-    from edgeprune.latency import measure_layers
+    from edgeprune.measurement.latency import measure_layers
 
     dense_shapes = sorted({r.shape for g in groups for r in records[g.name]}, key=lambda s: s.key())
     now = measure_layers(dense_shapes, runtime, threads=threads, iters=20, rounds=3, fresh=True, save=False)
@@ -217,7 +217,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     The attention decision ("auto": block-sparse attention after pruning where the latency model says it pays at
     the model's length; "off": never) is recorded in plan.attention.
     """
-    from edgeprune.counting import count
+    from edgeprune.measurement.counting import count
     from edgeprune.exporter import export
     from edgeprune.pruning.apply import find_groups
     from edgeprune.pruning.config import StructuredConfig
@@ -263,7 +263,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     dense_cost = _joint_cost(groups, records, {}, layer_s)
     dense_ms = None
     if measured:
-        from edgeprune.bench import benchmark_sessions
+        from edgeprune.measurement.bench import benchmark_sessions
 
         dense_ms = benchmark_sessions(_compiled_sessions([("dense", dense_onnx)], runtime, feeds, threads), warmup=10,
                                       iters=iters // 2, rounds=rounds)[0].stats.p50

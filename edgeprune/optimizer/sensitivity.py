@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.planner import GroupOption
+from edgeprune.optimizer.planner import GroupOption
 
 
 def _input_mask(module: nn.Module, cols: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -85,7 +85,7 @@ def group_errors(model: nn.Module, groups, scores: dict[str, Sequence[float]], c
     """{group: ((kept width, output NMSE), ...)} with (full width, 0.0) included."""
     with torch.no_grad():
         ref = first_output(model(*batch))
-    from edgeprune.pruning.apply import _choose
+    from edgeprune.pruning.apply import choose_units
 
     curves = {}
     for g in groups:
@@ -93,7 +93,7 @@ def group_errors(model: nn.Module, groups, scores: dict[str, Sequence[float]], c
         points = [(g.n_units, 0.0)]
         for k in probe_widths(g.n_units, candidates[g.name]):
             # the units pruning would remove: least important first, same slots per conv group
-            with zeroed_units(g, _choose(group_scores, g.n_units - k, g.uniform)), torch.no_grad():
+            with zeroed_units(g, choose_units(group_scores, g.n_units - k, g.uniform)), torch.no_grad():
                 points.append((k, _nmse(first_output(model(*batch)), ref)))
         curves[g.name] = tuple(points)
     return curves

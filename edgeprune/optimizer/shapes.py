@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from edgeprune.latency import LayerShape
+from edgeprune.measurement.latency import LayerShape
+from edgeprune.weights import is_hf_conv1d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +26,6 @@ class LayerRecord:
     k_per_unit: float = 0.0  # input features removed per removed unit (consumer side)
     depthwise: bool = False
 
-
-def _is_conv1d(mod: nn.Module) -> bool:  # HF GPT-2 Conv1D: y = x @ W + b, W (in, out)
-    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
 
 
 SEQ_KEY = "#seq"  # suffix of the entries that record (batch, sequence length) of a Linear's 3-D input
@@ -50,7 +48,7 @@ def record_shapes(model: nn.Module, modules: dict[str, nn.Module], example_input
                 seen[name] = LayerShape(x.numel() // mod.in_features, mod.in_features, mod.out_features)
                 if x.dim() == 3:
                     seen[name + SEQ_KEY] = (int(x.shape[0]), int(x.shape[1]))
-            elif _is_conv1d(mod):
+            elif is_hf_conv1d(mod):
                 k = mod.weight.shape[0]
                 seen[name] = LayerShape(x.numel() // k, k, mod.nf)
         return hook

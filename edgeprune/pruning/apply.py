@@ -114,7 +114,7 @@ def planned_removals(groups: list[Group], config: StructuredConfig, scores: dict
     return {g.name: g.n_units - keep[g.name] for g in groups}
 
 
-def _choose(scores: torch.Tensor, k: int, uniform: int) -> list[int]:
+def choose_units(scores: torch.Tensor, k: int, uniform: int) -> list[int]:
     """Indices of the k least important units; with `uniform` blocks, the same local slots in each."""
     if uniform > 1:
         per = scores.numel() // uniform
@@ -191,7 +191,7 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
         need_stats = config.importance in imp.NEEDS_STATS or mode is not None
         stats = capture(model, {c.name: c.module for c in g.consumers}, batches, config.max_rows, config.seed) if need_stats else None
         scores = static[g.name] if static is not None else imp.score(g, config.importance, stats, config.damp)
-        idxs = _choose(scores, k, g.uniform)
+        idxs = choose_units(scores, k, g.uniform)
         if mode is not None:
             compensate(g, idxs, stats, config.damp, mode)
         g.remove(idxs)

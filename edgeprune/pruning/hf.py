@@ -15,13 +15,10 @@ from torch import nn
 
 from edgeprune.errors import PruningError
 from edgeprune.pruning.graph import Consumer, Group, Producer
+from edgeprune.weights import is_hf_conv1d
 
 _HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head")
 
-
-def is_conv1d(mod: nn.Module) -> bool:
-    """transformers' GPT-2 Conv1D: a Linear with weight stored (in, out) and out size in .nf."""
-    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
 
 
 def _keep(n: int, remove: list[int]) -> torch.Tensor:
@@ -32,7 +29,7 @@ def _keep(n: int, remove: list[int]) -> torch.Tensor:
 def keep_outputs(mod: nn.Module, keep: torch.Tensor) -> None:
     """Keep only output features `keep` of a Linear / Conv1D."""
     with torch.no_grad():
-        if is_conv1d(mod):
+        if is_hf_conv1d(mod):
             mod.weight = nn.Parameter(mod.weight.data[:, keep].clone())
             mod.nf = len(keep)
         else:
@@ -45,7 +42,7 @@ def keep_outputs(mod: nn.Module, keep: torch.Tensor) -> None:
 def keep_inputs(mod: nn.Module, keep: torch.Tensor) -> None:
     """Keep only input features `keep` of a Linear / Conv1D."""
     with torch.no_grad():
-        if is_conv1d(mod):
+        if is_hf_conv1d(mod):
             mod.weight = nn.Parameter(mod.weight.data[keep].clone())
             mod.nx = len(keep)
         else:
@@ -54,7 +51,7 @@ def keep_inputs(mod: nn.Module, keep: torch.Tensor) -> None:
 
 
 def _out_features(mod: nn.Module) -> int:
-    return mod.nf if is_conv1d(mod) else mod.out_features
+    return mod.nf if is_hf_conv1d(mod) else mod.out_features
 
 
 def _sub(model: nn.Module, name: str) -> nn.Module | None:
@@ -188,7 +185,7 @@ def _attention(model, name, mod) -> Group | None:
         d = mod.q_proj.out_features // heads
         prods = [(_join(name, a), getattr(mod, a), [0]) for a in ("q_proj", "k_proj", "v_proj")]
         return _head_group(model, name, mod, prods, _join(name, "o_proj"), mod.o_proj, d, heads)
-    if is_conv1d(getattr(mod, "c_attn", None)) and is_conv1d(getattr(mod, "c_proj", None)):     # GPT-2
+    if is_hf_conv1d(getattr(mod, "c_attn", None)) and is_hf_conv1d(getattr(mod, "c_proj", None)):     # GPT-2
         if getattr(mod, "is_cross_attention", False):
             raise PruningError(f"cross-attention '{name}' is not supported", hint=f"add ignore=['{name}']")
         heads, e = mod.num_heads, mod.split_size
@@ -221,8 +218,8 @@ def _ffn(model, name, mod) -> Group | None:
     pairs = (("intermediate.dense", "output.dense"), ("fc1", "fc2"), ("c_fc", "c_proj"))
     for up_attr, down_attr in pairs:
         up, down = _sub(mod, up_attr), _sub(mod, down_attr)
-        ok = (isinstance(up, nn.Linear) and isinstance(down, nn.Linear)) or (is_conv1d(up) and is_conv1d(down))
-        if ok and _out_features(up) == (down.nx if is_conv1d(down) else down.in_features):
+        ok = (isinstance(up, nn.Linear) and isinstance(down, nn.Linear)) or (is_hf_conv1d(up) and is_hf_conv1d(down))
+        if ok and _out_features(up) == (down.nx if is_hf_conv1d(down) else down.in_features):
             return _ffn_group(name, [(_join(name, up_attr), up)], _join(name, down_attr), down)
     if all(isinstance(getattr(mod, a, None), nn.Linear) for a in ("gate_proj", "up_proj", "down_proj")):
         ups = [(_join(name, a), getattr(mod, a)) for a in ("gate_proj", "up_proj")]

@@ -15,7 +15,7 @@ from torch import nn
 
 from edgeprune.pruning.compensate import ridge_cholesky
 from edgeprune.pruning.graph import Group
-from edgeprune.pruning.hf import is_conv1d
+from edgeprune.weights import is_hf_conv1d
 from edgeprune.pruning.stats import BlockStats, unit_columns, weight_matrix
 
 NEEDS_STATS = ("numerical", "wanda")
@@ -71,7 +71,7 @@ def _rows_of(mod: nn.Module, t: torch.Tensor, idx: list[int], out_side: bool) ->
     """Slices of a weight-shaped tensor t belonging to features idx (output rows or input columns)."""
     if t.dim() == 1:  # a bias: indexed by output feature whatever the layer type
         return t[idx]
-    if is_conv1d(mod):  # HF GPT-2 Conv1D stores W as (in, out)
+    if is_hf_conv1d(mod):  # HF GPT-2 Conv1D stores W as (in, out)
         return t[:, idx] if out_side else t[idx]
     if out_side:
         return t[idx]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeprune.pruning.hf import is_conv1d
+from edgeprune.weights import is_hf_conv1d, linear_weight, set_linear_weight
 
 
 @dataclasses.dataclass
@@ -34,31 +34,24 @@ def blocks(mod: nn.Module) -> list[tuple[slice, slice, int]]:
         g, o, i = mod.groups, mod.out_channels, mod.in_channels
         k = mod.kernel_size[0] * mod.kernel_size[1]
         return [(slice(b * o // g, (b + 1) * o // g), slice(b * i // g, (b + 1) * i // g), k) for b in range(g)]
-    n_in = mod.weight.shape[0] if is_conv1d(mod) else mod.weight.shape[1]
+    n_in = mod.weight.shape[0] if is_hf_conv1d(mod) else mod.weight.shape[1]
     return [(slice(None), slice(0, n_in), 1)]
 
 
 def weight_matrix(mod: nn.Module, out: slice) -> torch.Tensor:
-    """(out_rows, cols) float64 copy of the block's weight in the matrix view."""
-    w = mod.weight.detach()
-    if is_conv1d(mod):
-        w = w.t()
-    w = w[out]
+    """(out_rows, in * kernel) float64 copy of the block's weight; columns in (C_in, kernel) order."""
+    w = linear_weight(mod)[out]
     return w.reshape(w.shape[0], -1).double()
 
 
 def set_weight_matrix(mod: nn.Module, out: slice, w: torch.Tensor) -> None:
-    with torch.no_grad():
-        if is_conv1d(mod):
-            mod.weight[:, out] = w.t().to(mod.weight.dtype)
-        else:
-            mod.weight[out] = w.reshape(mod.weight[out].shape).to(mod.weight.dtype)
+    set_linear_weight(mod, w, rows=out)
 
 
 def ensure_bias(mod: nn.Module) -> torch.Tensor:
     """The layer's bias, created as zeros if absent (compensation needs somewhere to put the mean)."""
     if mod.bias is None:
-        n_out = mod.weight.shape[1] if is_conv1d(mod) else mod.weight.shape[0]
+        n_out = mod.weight.shape[1] if is_hf_conv1d(mod) else mod.weight.shape[0]
         mod.bias = nn.Parameter(torch.zeros(n_out, dtype=mod.weight.dtype))
     return mod.bias
 

@@ -72,7 +72,7 @@ def default_precision(profile: Any) -> str:
     return want
 
 
-def _check(backend: str, precision: str) -> str:
+def check_request(backend: str, precision: str) -> str:
     from edgeprune.backends import ALIASES
 
     backend = ALIASES.get(backend.lower(), backend.lower())
@@ -122,7 +122,7 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
     """
     from edgeprune.data import as_data, check_disjoint, onnx_input_specs
 
-    backend = _check(backend, precision)
+    backend = check_request(backend, precision)
     suffix = ".xml" if backend == "openvino" else ".onnx"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeprune-quantize-") as tmp:
@@ -154,7 +154,7 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
 def _as_data(data: Any, model: Any, tokenizer: Any, seq_len: int | None):
     """CalibrationData from `data` (None stays None); text files take the model's tokenizer when none is given."""
     from edgeprune.data import as_data
-    from edgeprune.data.cli import tokenizer_source
+    from edgeprune.models import tokenizer_source
 
     if data is None:
         return None

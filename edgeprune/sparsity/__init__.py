@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from edgeprune.sparsity.apply import SparsityConfig, sparsify
 from edgeprune.sparsity.patterns import NM, Block, PatternCheck, SparsityPattern, Unstructured, parse_pattern
-from edgeprune.sparsity.report import LayerResult, SparsityReport
+from edgeprune.sparsity.result import LayerResult, SparsityReport
 
 __all__ = ["sparsify", "SparsityConfig", "SparsityPattern", "Unstructured", "NM", "Block", "PatternCheck", "parse_pattern",
            "SparsityReport", "LayerResult"]

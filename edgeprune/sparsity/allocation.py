@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from edgeprune.sparsity.calib import Moments, input_matrix
+from edgeprune.weights import is_hf_conv1d, linear_weight
 
 _SUBSAMPLE = 10_000
 
@@ -51,10 +52,10 @@ def _first_tensor(out):
 
 
 def _matrix_to_param(mod: nn.Module, mat: torch.Tensor) -> torch.Tensor:
-    from edgeprune.sparsity.apply import is_conv1d_hf
     from edgeprune.sparsity.patterns import from_matrix
 
-    return mat.T if is_conv1d_hf(mod) else from_matrix(mat, tuple(mod.weight.shape))
+    w = from_matrix(mat, tuple(linear_weight(mod).shape))  # the (out, in, *k) view, then the module's layout
+    return w.t() if is_hf_conv1d(mod) else w
 
 
 def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg, weight_fn: Callable) -> AllocationResult:
@@ -76,7 +77,7 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
     if wanda:
         def pre(name):
             def hook(mod, a):
-                x = input_matrix(nn.Linear(1, 1) if type(mod).__name__ == "Conv1D" else mod, a[0])
+                x = input_matrix(nn.Linear(1, 1) if is_hf_conv1d(mod) else mod, a[0])
                 moments.setdefault(name, Moments(x.shape[1], need_hessian=False)).add(x)
             return hook
         hooks += [m.register_forward_pre_hook(pre(n)) for n, m in layers.items()]

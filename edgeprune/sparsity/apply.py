@@ -20,9 +20,10 @@ from edgeprune.data import CalibrationData, as_data
 from edgeprune.errors import ConfigError, SparsityError
 from edgeprune.sparsity.calib import Moments, input_matrix, target_layers, unsupported_reason
 from edgeprune.sparsity.patterns import NM, from_matrix, parse_pattern, to_matrix
-from edgeprune.sparsity.report import LayerResult, SparsityReport
+from edgeprune.sparsity.result import LayerResult, SparsityReport
 from edgeprune.sparsity.sparsegpt import reconstruction_error, sparsegpt_prune
 from edgeprune.sparsity.wanda import magnitude_mask, wanda_mask
+from edgeprune.weights import is_hf_conv1d, linear_weight, set_linear_weight
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "learned")
@@ -84,19 +85,13 @@ class SparsityConfig:
 # -- weights in matrix view (Linear, Conv2d, and HF GPT-2 style Conv1D whose weight is (in, out)) --
 
 
-def is_conv1d_hf(mod: nn.Module) -> bool:
-    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
-
-
 def weight_matrix(mod: nn.Module) -> torch.Tensor:
-    w = mod.weight.detach()
-    return w.T if is_conv1d_hf(mod) else to_matrix(w)
+    """(out, K) pattern view; conv columns in (kernel pos, C_in) order so N:M groups run along C_in."""
+    return to_matrix(linear_weight(mod))
 
 
 def set_weight_matrix(mod: nn.Module, mat: torch.Tensor) -> None:
-    with torch.no_grad():
-        w = mat.T if is_conv1d_hf(mod) else from_matrix(mat, tuple(mod.weight.shape))
-        mod.weight.copy_(w.to(mod.weight.dtype))
+    set_linear_weight(mod, from_matrix(mat, tuple(linear_weight(mod).shape)))
 
 
 def _layers(model: nn.Module, cfg: SparsityConfig) -> dict[str, nn.Module]:
@@ -105,7 +100,7 @@ def _layers(model: nn.Module, cfg: SparsityConfig) -> dict[str, nn.Module]:
         import fnmatch
 
         for name, mod in model.named_modules():
-            if is_conv1d_hf(mod) and not any(fnmatch.fnmatchcase(name, p) for p in cfg.ignore):
+            if is_hf_conv1d(mod) and not any(fnmatch.fnmatchcase(name, p) for p in cfg.ignore):
                 layers[name] = mod
     order = [n for n, _ in model.named_modules()]
     return {n: layers[n] for n in order if n in layers}
@@ -117,7 +112,7 @@ def _check_layers(layers: dict[str, nn.Module], cfg: SparsityConfig) -> tuple[di
     for name, mod in layers.items():
         reason = unsupported_reason(mod)
         if reason is None:
-            shape = tuple(weight_matrix(mod).shape) if is_conv1d_hf(mod) else tuple(mod.weight.shape)
+            shape = tuple(weight_matrix(mod).shape) if is_hf_conv1d(mod) else tuple(mod.weight.shape)
             try:
                 cfg.pattern.validate(shape, where=f"layer '{name}'")
             except SparsityError as err:
@@ -232,7 +227,7 @@ def _sequential(model, layers, cfg, sparsities, batch, results, progress) -> Non
         def hook(module, args):
             if name in results or not args or not isinstance(args[0], torch.Tensor):
                 return None
-            x = input_matrix(nn.Linear(1, 1) if is_conv1d_hf(module) else module, args[0])
+            x = input_matrix(nn.Linear(1, 1) if is_hf_conv1d(module) else module, args[0])
             moments = Moments(x.shape[1], need_hessian=need_h)
             for chunk in x.split(8192):  # bounded float64 temporaries
                 moments.add(chunk)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeprune.backends.trt_onnx import _constants as graph_constants
+from edgeprune.backends.trt_onnx import onnx_constants as graph_constants
 from edgeprune.errors import ConfigError
 from edgeprune.sparsity.patterns import PatternCheck, SparsityPattern, parse_pattern, to_matrix
 
@@ -165,12 +165,13 @@ def weight_matrices(path: str | os.PathLike, min_elements: int = 16) -> Iterable
 
 def _sparsified_layers(model, pattern: SparsityPattern, layers: Iterable[str] | None) -> dict[str, np.ndarray]:
     """name -> zero mask (out, K) of the torch layers that carry the pattern (or only those named)."""
-    from edgeprune.sparsity.apply import is_conv1d_hf, weight_matrix
+    from edgeprune.sparsity.apply import weight_matrix
+    from edgeprune.weights import is_hf_conv1d
     from edgeprune.sparsity.calib import target_layers
 
     wanted = set(layers) if layers is not None else None
     mods = dict(target_layers(model))
-    mods.update({n: m for n, m in model.named_modules() if is_conv1d_hf(m)})
+    mods.update({n: m for n, m in model.named_modules() if is_hf_conv1d(m)})
     out = {}
     for name, mod in mods.items():
         mat = weight_matrix(mod).float()

@@ -1,7 +1,7 @@
 """Which runtime accelerates which pattern, under what constraints — and whether it does so *here*.
 
 Rules follow HARDWARE.md §3, §6, §8 and our own GPU measurement (benchmarks/results/gpu_semi_structured.md).
-A device profile (edgeprune.profiles, any object with `accelerates(runtime, pattern) -> (verdict, reason)`)
+A device profile (edgeprune.targets.profiles, any object with `accelerates(runtime, pattern) -> (verdict, reason)`)
 gives the device-level verdict; the layer's shape/precision and the host's facts can only lower it.
 Verdicts: "yes" (sparse kernels skip math), "memory-only" (smaller/bandwidth only), "no".
 """

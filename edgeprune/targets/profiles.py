@@ -10,19 +10,16 @@ import functools
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from edgeprune.errors import ProfileError
-from edgeprune.profile_schema import DeviceProfile
+from edgeprune.targets.schema import DeviceProfile
+from edgeprune.targets.validate import one_line, profile_from_mapping, schema_error, validation_problems  # noqa: F401
 
 PACKAGE = "edgeprune.hw_profiles"
 HOST = "host"
 _SUFFIXES = (".yaml", ".yml")
-_SCHEMA_HINT = ("correct the field(s) named above; `edgeprune profiles show jetson-agx-orin` prints a valid profile "
-                "and edgeprune/profile_schema.py lists every field")
 
 
 def profile_names() -> list[str]:
@@ -73,71 +70,14 @@ def profile_from_text(text: str, where: str = "<profile>") -> DeviceProfile:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ProfileError(f"{where}: YAML syntax error{at}: {_one_line(err.problem or err)}",
+        raise ProfileError(f"{where}: YAML syntax error{at}: {one_line(err.problem or err)}",
                            hint="fix the YAML syntax (indentation, quotes, ':' after keys)") from err
     except Exception as err:  # PyYAML constructors raise plain ValueError/TypeError/RecursionError on odd scalars
-        raise ProfileError(f"{where}: cannot parse YAML: {type(err).__name__}: {_one_line(err)}",
+        raise ProfileError(f"{where}: cannot parse YAML: {type(err).__name__}: {one_line(err)}",
                            hint="quote unusual scalars (dates, very long or nested values)") from err
     if data is None:
         raise ProfileError(f"{where}: profile file is empty", hint="write a YAML mapping with name, vendor, kind, ...")
     return profile_from_mapping(data, where)
-
-
-def profile_from_mapping(data: Any, where: str = "<profile>") -> DeviceProfile:
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where}: top level is a {type(data).__name__}, expected a mapping of profile fields",
-                           hint="start the file with 'name: ...', 'vendor: ...', 'kind: ...' (no leading '-')")
-    try:
-        return DeviceProfile.model_validate(data)
-    except ValidationError as err:
-        raise schema_error(err, where) from None
-    except RecursionError as err:
-        raise ProfileError(f"{where}: profile is nested too deeply", hint="flatten the document") from err
-
-
-def schema_error(err: ValidationError, where: str) -> ProfileError:
-    """One ProfileError listing every problem, each with its field path; `.problems` keeps them apart."""
-    problems = validation_problems(err)
-    text = "; ".join(f"field '{path}': {msg}" if path else msg for path, msg in problems)
-    out = ProfileError(f"{where}: {text}", hint=_SCHEMA_HINT)
-    out.problems = problems
-    out.where = where
-    return out
-
-
-def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    errors = err.errors()
-    for e in errors:
-        loc = [_loc_part(part) for part in e["loc"]]
-        if e["type"] == "too_short" and any(len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"]
-                                            for o in errors):
-            continue  # pydantic also calls a list "too short" when one of its items failed: only noise
-        ctx = e.get("ctx") or {}
-        if e["type"] == "profile_consistency" and "problems" in ctx:
-            base = ".".join(loc)
-            out.extend((f"{base}.{path}" if base else path, msg) for path, msg in ctx["problems"])
-            continue
-        msg = _one_line(e["msg"]).removeprefix("Value error, ")
-        if loc and loc[-1] == "[key]":
-            loc, msg = loc[:-1], f"bad key: {msg}"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (not in the profile schema; check the spelling)"
-        elif e["type"] != "missing" and not isinstance(e.get("input"), (dict, list, tuple)):
-            got = repr(e.get("input"))
-            if "v" not in ctx:  # our own messages (ctx 'v') already quote the value
-                msg += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
-        out.append((".".join(loc), _one_line(msg)))
-    return out
-
-
-def _loc_part(part: Any) -> str:
-    text = str(part)
-    return text if text.isprintable() else repr(text)[1:-1]  # a key holding a newline must not break the line
-
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -167,7 +107,7 @@ def _shipped(name: str) -> DeviceProfile:
 @functools.lru_cache(maxsize=1)
 def _host() -> DeviceProfile:
     # the machine does not change while the process runs; probing twice costs an nvidia-smi call
-    from edgeprune.probe import probe_host
+    from edgeprune.targets.probe import probe_host
 
     return probe_host()
 

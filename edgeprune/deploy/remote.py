@@ -114,7 +114,7 @@ class Remote:
 def run_remote(target: str | Target, bundle: str | Path, *, identity: str | None = None, python: str = "python3",
                runner_args: Sequence[str] = (), timeout: float = 600) -> dict:
     """Run BUNDLE's runner on TARGET and return its results document (plus a "remote" section)."""
-    from edgeprune.bundle import RUNNER_NAME, unpack_bundle
+    from edgeprune.deploy.bundle import RUNNER_NAME, unpack_bundle
 
     target = parse_target(target) if isinstance(target, str) else target
     bundle = Path(bundle)

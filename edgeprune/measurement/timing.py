@@ -1,4 +1,4 @@
-"""Latency measurement: a thin timing loop, statistics, repeated rounds and paired comparisons.
+"""Timing primitives: a thin timing loop, statistics, repeated rounds and paired comparisons.
 
 The loop only calls a prepared zero-argument callable between two clock reads, so the harness
 adds almost nothing to the runtime's own time (benchmarks/runtimes.py shows it against a bare loop).
@@ -14,7 +14,7 @@ import math
 import resource
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -264,62 +264,3 @@ def random_inputs(specs, batch: int | None = None, seed: int = 0, seq_len: int =
         else:
             out[spec.name] = rng.standard_normal(shape).astype(dtype)
     return out
-
-
-def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
-    from edgeprune.env import environment
-
-    return BenchResult(
-        name=name,
-        backend=backend.name,
-        batch=batch,
-        stats=timing.stats,
-        round_p50_ms=list(timing.round_p50_ms),
-        warmup=timing.warmup,
-        compile_time_s=backend.compile_time_s,
-        settle_s=timing.settle_s,
-        peak_rss_mb=round(peak_rss_mb(), 1),
-        load_rss_mb=None if backend.load_rss_mb is None else round(backend.load_rss_mb, 1),
-        artifact_bytes=backend.artifact_size_bytes(),
-        options=backend.describe(),
-        env=environment(),
-    )
-
-
-def benchmark_sessions(
-    sessions: Sequence[tuple[str, Any, Mapping[str, np.ndarray]]],
-    *,
-    batch: int | None = None,
-    warmup: int = 20,
-    iters: int | None = 200,
-    seconds: float | None = None,
-    rounds: int = 5,
-    settle_s: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[BenchResult]:
-    """Benchmark compiled backends side by side: (label, backend, inputs) each, interleaved rounds.
-    `settle_s` defaults to SETTLE_S when there is more than one session (a lone session never switches)."""
-    runners = [backend.runner(inputs) for _, backend, inputs in sessions]
-    settle = (SETTLE_S if len(sessions) > 1 else 0.0) if settle_s is None else settle_s
-    timings = measure_many(runners, warmup=warmup, iters=iters, seconds=seconds, rounds=rounds, settle_s=settle,
-                           progress=progress)
-    return [_result(label, backend, t, batch or _lead_dim(feeds)) for (label, backend, feeds), t in zip(sessions, timings)]
-
-
-def _lead_dim(feeds: Mapping[str, np.ndarray]) -> int:
-    """Batch of a feed dict: the leading dim of its first input (1 for scalars)."""
-    first = next(iter(feeds.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
-
-
-def benchmark(model_or_path, backend: str = "onnxruntime", inputs=None, *, warmup: int = 20, iters: int | None = 200,
-              seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int | None = None,
-              options=None, input_shapes=None, name: str | None = None, profile=None) -> BenchResult:
-    """Benchmark a model (module, model spec, .onnx/.xml/.pt2 path) on one runtime; see `edgeprune.session`."""
-    from edgeprune.session import open_session
-
-    label, sess = open_session(model_or_path, backend, threads=threads, batch=batch or 1, options=options,
-                               input_shapes=input_shapes, profile=profile)
-    feeds = sess.prepare_inputs(inputs, batch=batch)
-    return benchmark_sessions([(name or label, sess, feeds)], batch=batch, warmup=warmup, iters=iters,
-                              seconds=seconds, rounds=rounds)[0]

@@ -47,9 +47,9 @@ def _runner_args(backend, warmup, iters, seconds, rounds, threads, batch, layers
 
 
 def _show(doc: dict) -> None:
-    from edgeprune.cli_run import console
-    from edgeprune.html_report import bench_result_from_dict
-    from edgeprune.report import bench_table, environment_line
+    from edgeprune.cli.common import console
+    from edgeprune.report.html import bench_result_from_dict
+    from edgeprune.report.tables import bench_table, environment_line
 
     check = doc.get("check") or {}
     worst = max((o.get("max_abs_diff", 0.0) for o in check.get("outputs", [])), default=0.0)
@@ -86,8 +86,8 @@ def _finish(doc: dict, json_path: str | None) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the probe input.")
 def bundle_cmd(outdir, output, name, atol, seed):
     """Pack OUTDIR's runtime artifacts, a manifest, probe data and the standalone runner into one .tar.gz."""
-    from edgeprune.bundle import build_bundle, load_runner
-    from edgeprune.cli_run import console
+    from edgeprune.deploy.bundle import build_bundle, load_runner
+    from edgeprune.cli.common import console
 
     manifest = build_bundle(outdir, output, name=name, seed=seed, atol=atol)
     arts = ", ".join(a["file"] for a in manifest["artifacts"])
@@ -105,7 +105,7 @@ def bundle_cmd(outdir, output, name, atol, seed):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results JSON (name it results*.json for `report`).")
 def bench_bundle_cmd(bundle, backend, warmup, iters, seconds, rounds, threads, batch, layers, in_process, json_path):
     """Verify, self-check and time BUNDLE on this host exactly as the device runner does."""
-    from edgeprune.bundle import RUNNER_NAME, run_bundle_in_process, unpack_bundle
+    from edgeprune.deploy.bundle import RUNNER_NAME, run_bundle_in_process, unpack_bundle
 
     args = _runner_args(backend, warmup, iters, seconds, rounds, threads, batch, layers)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bundle-") as tmp:
@@ -144,7 +144,7 @@ def _default_results(target: str, output: str | None) -> Path:
 def bench_remote_cmd(target, bundle, identity, python, backend, warmup, iters, seconds, rounds, threads, batch, layers, timeout,
                      output):
     """Copy BUNDLE to TARGET (user@host[:port]) over SSH, run it there, bring the results back."""
-    from edgeprune.remote import parse_target, run_remote
+    from edgeprune.deploy.remote import parse_target, run_remote
 
     parse_target(target)  # fail on a bad target before anything else
     args = _runner_args(backend, warmup, iters, seconds, rounds, threads, batch, layers)
@@ -153,7 +153,7 @@ def bench_remote_cmd(target, bundle, identity, python, backend, warmup, iters, s
     doc = run_remote(target, bundle, identity=identity, python=python, runner_args=args, timeout=timeout)
     path = _default_results(target, output)
     _finish(doc, str(path))
-    from edgeprune.cli_run import console
+    from edgeprune.cli.common import console
 
     console.print(f"results: {path} (`edgeprune report {path.parent}` adds them to the report)")
 
@@ -163,8 +163,8 @@ def bench_remote_cmd(target, bundle, identity, python, backend, warmup, iters, s
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where to write report.html/.md (default: beside SOURCE).")
 def report_cmd(source, output_dir):
     """Write report.html (self-contained, plots embedded) and report.md from OUTDIR or a bench --json file."""
-    from edgeprune.cli_run import console
-    from edgeprune.html_report import write_report
+    from edgeprune.cli.common import console
+    from edgeprune.report.html import write_report
 
     html_path, md_path = write_report(source, output_dir)
     console.print(f"wrote {html_path} and {md_path}")

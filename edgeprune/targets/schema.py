@@ -1,7 +1,7 @@
 """Device profile schema: what a device and its runtimes accelerate, with a source on every figure.
 
 The shape and the cross-field rules live here so that a profile built in code (the host probe) is
-checked exactly like a YAML file; `edgeprune.profiles` turns validation errors into one ProfileError line.
+checked exactly like a YAML file; `edgeprune.targets.profiles` turns validation errors into one ProfileError line.
 Facts come from /work/shared/HARDWARE.md; its confidence marks travel with each figure:
 V = vendor/primary document, M = measured, D = derived by a stated formula, unconfirmed = anything else.
 """
@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from edgeprune.errors import ProfileError
-from edgeprune.profile_types import (BANDWIDTH_UNITS, COMPUTE_UNITS, CONFIDENCES, KINDS, PATTERN_KINDS, PRECISIONS,
+from edgeprune.targets.types import (BANDWIDTH_UNITS, COMPUTE_UNITS, CONFIDENCES, KINDS, PATTERN_KINDS, PRECISIONS,
                                      RUNTIMES, SIZE_UNITS, VERDICTS, Confidence, DeviceName, FigureKey, Fraction,
                                      PosInt, Precision, RuntimeName, Text, Token, Verdict, Version, check_profile_name,
                                      canonical_precision, canonical_runtime)

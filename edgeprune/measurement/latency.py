@@ -204,7 +204,7 @@ def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *
     import onnx
 
     from edgeprune.backends import BackendOptions, get_backend
-    from edgeprune.bench import measure
+    from edgeprune.measurement.bench import measure
 
     table = table or open_table(profile, runtime, threads, fresh=fresh)
     todo = [s for s in dict.fromkeys(shapes) if table.get(s) is None]

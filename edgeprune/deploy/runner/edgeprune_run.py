@@ -144,7 +144,7 @@ def verify_files(root: Path, manifest: dict) -> int:
     return len(manifest["files"])
 
 
-# -- statistics (same definitions as edgeprune.bench.LatencyStats / measure_many) -------------
+# -- statistics (same definitions as edgeprune.measurement.bench.LatencyStats / measure_many) -------------
 STAT_KEYS = ("n", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 

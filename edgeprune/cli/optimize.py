@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from edgeprune.cli_run import console, err_console, input_shape_option
-from edgeprune.data.cli import data_options, read_data_options
+from edgeprune.cli.common import console, err_console, input_shape_option
+from edgeprune.cli.data import data_options, read_data_options
 from edgeprune.errors import ConfigError
 from edgeprune.metrics import METRICS as METRIC_NAMES
 from edgeprune.optimizer.config import DEFAULT_SPEEDUP
@@ -65,9 +65,9 @@ class ProgressLine:
 def _load_eval(spec: str | None):
     if not spec:
         return None
-    from edgeprune.models import _import_factory
+    from edgeprune.models import import_factory
 
-    return _import_factory(spec)
+    return import_factory(spec)
 
 
 def _summary_table(result) -> Table:
@@ -127,7 +127,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
 
     from edgeprune.models import load_model
     from edgeprune.optimizer import OptimizeConfig, optimize
-    from edgeprune.profiles import load_profile
+    from edgeprune.targets.profiles import load_profile
 
     if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
         raise ConfigError(f"--bundle {bundle_path} must end in .tar.gz", hint="e.g. --bundle model.tar.gz")
@@ -157,7 +157,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
         result.save(outdir)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run finished: nothing left to resume
         if bundle_path:
-            from edgeprune.bundle import build_bundle
+            from edgeprune.deploy.bundle import build_bundle
 
             status.update("packing the bundle")
             build_bundle(outdir, bundle_path, name=loaded.name)
@@ -230,7 +230,7 @@ def apply_cmd(plan_path, model, input_shapes, output):
     from edgeprune.exporter import export
     from edgeprune.models import load_model
     from edgeprune.optimizer import apply_plan
-    from edgeprune.planner import Plan
+    from edgeprune.optimizer.planner import Plan
 
     if not output.endswith(".onnx"):
         raise ConfigError(f"--output {output} must end in .onnx", hint="e.g. -o pruned.onnx")

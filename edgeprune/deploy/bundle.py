@@ -2,7 +2,7 @@
 
 Layout inside the archive (one top folder, named after the archive):
 
-    NAME/manifest.json        schema "edgeprune.bundle/1": model, profile, precision, inputs/outputs
+    NAME/manifest.json        schema "edgeprune.deploy.bundle/1": model, profile, precision, inputs/outputs
                               (name, shape, dtype), artifacts, library versions, plan/report summaries,
                               sha256 of every other file, probe {inputs, outputs, atol}
     NAME/model.onnx ...       ONNX (+ external .data), OpenVINO .xml/.bin, TensorRT .engine/.plan
@@ -31,7 +31,7 @@ import numpy as np
 from edgeprune._io import atomic_path
 from edgeprune.errors import ConfigError, ModelLoadError
 
-MANIFEST_SCHEMA = "edgeprune.bundle/1"
+MANIFEST_SCHEMA = "edgeprune.deploy.bundle/1"
 RUNNER_NAME = "edgeprune_run.py"
 _FORMATS = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
 _SEQ_DIM = re.compile(r"seq|len|token|time|step", re.I)  # dynamic dims that mean "sequence": probe with 128
@@ -40,7 +40,7 @@ _META_KEYS = ("model", "profile", "precision", "plan", "inputs", "atol")  # take
 
 def load_runner():
     """The runner template as a module (loaded by path: it is not part of edgeprune's import graph)."""
-    from edgeprune.runner import RUNNER_PATH
+    from edgeprune.deploy.runner import RUNNER_PATH
 
     mod = sys.modules.get("edgeprune_bundle_runner")
     if mod is None:
@@ -116,7 +116,7 @@ def _concrete(shape, lead: int) -> list[int]:
 
 def _io_specs(artifact: Path) -> tuple[list[dict], list[dict]]:
     """Input and output (name, shape, dtype) read from the runtime, so they match what the device sees."""
-    from edgeprune.backends.ort import _ORT_TO_NUMPY
+    from edgeprune.backends.ort import ORT_TO_NUMPY
 
     if artifact.suffix == ".onnx":
         import onnxruntime as ort
@@ -127,7 +127,7 @@ def _io_specs(artifact: Path) -> tuple[list[dict], list[dict]]:
             raise ModelLoadError(f"onnxruntime cannot load {artifact.name}: {str(err).splitlines()[0]}",
                                  hint="pass a valid ONNX file") from None
         conv = lambda xs: [{"name": x.name, "shape": [d if isinstance(d, int) else str(d) for d in x.shape],
-                            "dtype": _ORT_TO_NUMPY.get(x.type, "float32")} for x in xs]
+                            "dtype": ORT_TO_NUMPY.get(x.type, "float32")} for x in xs]
         return conv(sess.get_inputs()), conv(sess.get_outputs())
     import openvino as ov
 
@@ -141,7 +141,7 @@ def _io_specs(artifact: Path) -> tuple[list[dict], list[dict]]:
 def probe_inputs(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic probe: batch 1 (or the static batch), sequence dims 128, others 1; values as edgeprune bench."""
     from edgeprune.backends.base import TensorSpec
-    from edgeprune.bench import random_inputs
+    from edgeprune.measurement.bench import random_inputs
 
     lead = next((s["shape"][0] for s in inputs if s["shape"] and isinstance(s["shape"][0], int) and s["shape"][0] > 0), 1)
     specs = [TensorSpec(s["name"], tuple(_concrete(s["shape"], lead)), s["dtype"]) for s in inputs]
@@ -212,7 +212,7 @@ def build_manifest(outdir: Path, name: str | None = None, seed: int = 0, atol: f
         "inputs": inputs, "outputs": outputs, "artifacts": arts, "versions": library_versions(),
         "plan": _summarise_plan(plan), "report": _summarise_report(report), "probe": probe, "runner": RUNNER_NAME,
     }
-    from edgeprune.runner import RUNNER_PATH
+    from edgeprune.deploy.runner import RUNNER_PATH
 
     files[RUNNER_NAME] = RUNNER_PATH
     return manifest, files

@@ -1,41 +1,15 @@
 """`edgeprune export` and `edgeprune bench`: load a model, export it validated, time it on real runtimes."""
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeprune.errors import ConfigError
 
-# Wide enough for the result tables when output goes to a file or pipe (rich defaults to 80 there).
-console = Console(width=None if Console().is_terminal else 180)
-err_console = Console(stderr=True)
-
-input_shape_option = click.option(
-    "--input-shape", "input_shapes", multiple=True, metavar="SPEC",
-    help="Input shape, e.g. 1x3x224x224, 1x128:int64 or input_ids=1x128:int64 (repeat per input).")
-
-
-def profile_or_none(name: str | None):
-    """The DeviceProfile a --profile option names, or None when it was not given (prune, quantize, sparsify)."""
-    if not name:
-        return None
-    from edgeprune.profiles import load_profile
-
-    return load_profile(name)
-
-
-@contextlib.contextmanager
-def stage(text: str) -> Iterator[None]:
-    """A spinner with elapsed time for a step that may take more than a couple of seconds."""
-    with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=err_console, transient=True) as p:
-        p.add_task(text, total=None)
-        yield
+from edgeprune.cli.common import console, err_console, input_shape_option, stage
 
 
 @click.command("export")
@@ -54,7 +28,7 @@ def export_cmd(model, output, input_shapes, opset, dynamic_batch, ov_path, atol,
     from edgeprune._io import write_text_atomic
     from edgeprune.exporter import export, export_openvino, torch_outputs
     from edgeprune.models import load_model
-    from edgeprune.report import export_table
+    from edgeprune.report.tables import export_table
 
     if not output.endswith(".onnx"):
         raise ConfigError(f"--output {output} must end in .onnx", hint="e.g. -o model.onnx")
@@ -93,7 +67,7 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
     from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.exporter import export
     from edgeprune.models import load_model
-    from edgeprune.session import ARTIFACT_SUFFIXES
+    from edgeprune.measurement.session import ARTIFACT_SUFFIXES
 
     out = []
     for i, spec in enumerate(models):
@@ -146,14 +120,14 @@ def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters
     if remote:
         if len(models) != 1 or not models[0].endswith((".tar.gz", ".tgz")):
             raise ConfigError("--remote runs exactly one bundle", hint="edgeprune bench --remote user@host model.tar.gz")
-        from edgeprune.cli_deploy import bench_remote_cmd
+        from edgeprune.cli.deploy import bench_remote_cmd
 
         return ctx.invoke(bench_remote_cmd, target=remote, bundle=models[0], warmup=warmup, iters=iters, seconds=seconds,
                           rounds=rounds, threads=threads, batch=batch, output=json_path,
                           backend=backends[0] if backends else "auto")
     from edgeprune._io import write_text_atomic
-    from edgeprune.bench import benchmark_sessions, compare
-    from edgeprune.report import bench_json, bench_markdown, bench_table, environment_line, settle_note
+    from edgeprune.measurement.bench import benchmark_sessions, compare
+    from edgeprune.report.tables import bench_json, bench_markdown, bench_table, environment_line, settle_note
 
     if batch is not None and batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}", hint="e.g. --batch 8")

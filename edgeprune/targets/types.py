@@ -1,6 +1,6 @@
 """Vocabulary of device profiles: known runtimes, precisions, units, and the constrained field types.
 
-Kept apart from the models (edgeprune.profile_schema) so that other modules can check a runtime or
+Kept apart from the models (edgeprune.targets.schema) so that other modules can check a runtime or
 precision name without pulling in the whole schema.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeprune.cli_run import console, input_shape_option, profile_or_none, stage
+from edgeprune.cli.common import console, input_shape_option, profile_or_none, stage
 from edgeprune.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ def _synthetic(loaded, samples: int):
 def _data(loaded, method: str, allocation: str, paths: dict, samples: int | None):
     """(calib, train, eval, note): the files given (eval disjoint from the others), synthetic calib when needed."""
     from edgeprune.data import DEFAULT_SAMPLES
-    from edgeprune.data.cli import ReadOptions, read_sets
+    from edgeprune.cli.data import ReadOptions, read_sets
 
     if paths["train"] and allocation != "learned":
         raise ConfigError("--train feeds the learned allocation only", hint="add --allocation learned, or drop --train")
@@ -93,7 +93,7 @@ def sparsify_cmd(model, pattern, method, sparsity, allocation, ignore, skip_inco
     if note:
         report.notes.append(note)
     if held_out is not None:
-        from edgeprune.data.cli import held_out_score
+        from edgeprune.cli.data import held_out_score
 
         report.evidence["held_out"] = held_out_score(loaded.module, sparse, held_out).line()
     # every output goes to a temp file first and is renamed only when all of them succeeded

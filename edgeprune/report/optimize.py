@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune._io import atomic_dir
-from edgeprune.optimizer.core import OptimizeResult
+
+if TYPE_CHECKING:  # the optimizer calls this module; a report never imports the optimizer
+    from edgeprune.optimizer.core import OptimizeResult
 
 
 def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
-    """The optimizer's report.json (schema documented in edgeprune/html_report.py)."""
+    """The optimizer's report.json (schema documented in edgeprune/report/html.py)."""
     from edgeprune.env import environment
 
     doc: dict[str, Any] = {
@@ -39,7 +41,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
         "latency_context": result.latency_context,
     }
     if result.bench:
-        from edgeprune.bench import compare
+        from edgeprune.measurement.bench import compare
 
         doc["results"] = [r.to_dict() for r in result.bench]
         doc["speedups"] = [s.__dict__ for s in compare(result.bench)]
@@ -47,7 +49,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
 
 
 def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, openvino: bool = True) -> Path:
-    from edgeprune.html_report import write_report
+    from edgeprune.report.html import write_report
 
     outdir = Path(outdir)
     with atomic_dir(outdir) as tmp:

@@ -37,7 +37,7 @@ _STAT_KEYS = ("n", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 def bench_result_from_dict(d: dict):
     """A BenchResult from its to_dict() form (tolerant of missing optional fields)."""
-    from edgeprune.bench import BenchResult, LatencyStats
+    from edgeprune.measurement.bench import BenchResult, LatencyStats
 
     stats = d.get("stats") or {}
     try:
@@ -237,7 +237,7 @@ def _cells(row: dict) -> list[str]:
 
 
 def _env_lines(doc: dict, devices: list[dict]) -> list[str]:
-    from edgeprune.report import environment_line
+    from edgeprune.report.tables import environment_line
 
     out = []
     env = doc.get("env") or next((r.get("env") for r in doc.get("results") or [] if r.get("env")), None)

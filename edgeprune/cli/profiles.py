@@ -42,7 +42,7 @@ def _two_four(p) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def list_cmd(as_json: bool) -> None:
     """List the shipped device profiles."""
-    from edgeprune.profiles import list_profiles
+    from edgeprune.targets.profiles import list_profiles
 
     rows = [{"name": p.name, "vendor": p.vendor, "kind": p.kind, "runtimes": p.runtime_names(),
              "precisions": list(p.precisions), "channel_multiple": _multiples(p), "2:4": _two_four(p)}
@@ -66,7 +66,7 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 def show_cmd(name: str, as_json: bool) -> None:
     """Print one profile (a shipped name, a .yaml path, or 'host') as YAML or JSON."""
-    from edgeprune.profiles import load_profile
+    from edgeprune.targets.profiles import load_profile
 
     profile = load_profile(name)
     click.echo(json.dumps(profile.to_dict(), indent=2, ensure_ascii=False) if as_json else profile.to_yaml().rstrip())
@@ -77,7 +77,7 @@ def show_cmd(name: str, as_json: bool) -> None:
 def validate_cmd(files: tuple[str, ...]) -> None:
     """Check profile files against the schema: 'ok: FILE', or one line per invalid file with every problem and its field
     path (one file given: that line is the error itself)."""
-    from edgeprune.profiles import load_profile_file
+    from edgeprune.targets.profiles import load_profile_file
 
     bad: list[tuple[str, str]] = []
     for path in files:
@@ -105,7 +105,7 @@ def probe_cmd(output: str | None) -> None:
     """Probe this machine (CPU flags, cores, memory, GPU, installed runtimes) into a profile."""
     if output and not output.lower().endswith((".yaml", ".yml")):
         raise ConfigError(f"output '{output}' must end in .yaml or .yml", hint="e.g. -o host.yaml")
-    from edgeprune import probe
+    from edgeprune.targets import probe
     from edgeprune._io import write_text_atomic
 
     text = probe.probe_host().to_yaml()

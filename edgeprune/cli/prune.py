@@ -66,9 +66,9 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
-    from edgeprune.cli_run import console, profile_or_none, stage
-    from edgeprune.counting import count
-    from edgeprune.data.cli import ReadOptions, held_out_score, read_sets
+    from edgeprune.cli.common import console, profile_or_none, stage
+    from edgeprune.measurement.counting import count
+    from edgeprune.cli.data import ReadOptions, held_out_score, read_sets
     from edgeprune.models import load_model
     from edgeprune.pruning import StructuredConfig, prune
 
@@ -134,7 +134,7 @@ def _save_pt2(pruned, example_inputs, output: str) -> None:
 
 def _recover(pruned, loaded, train, held_out, mode: str, minutes: float, metric: str | None, max_drop: float | None) -> None:
     """BN re-estimation and distillation of `pruned` toward the dense model; prints the score after each stage."""
-    from edgeprune.cli_run import console, err_console
+    from edgeprune.cli.common import console, err_console
     from edgeprune.metrics import default_metric_name
     from edgeprune.metrics.limits import DEFAULT_MAX_DROP
     from edgeprune.recover import RecoverConfig, recover_model

@@ -18,6 +18,7 @@ from edgeprune.data.errors import CalibrationError
 from edgeprune.data.images import ImagePreprocess
 from edgeprune.data.sources import SUFFIXES, load
 from edgeprune.data.specs import InputSpec, onnx_input_specs, torch_input_specs
+from edgeprune.models import tokenizer_source
 
 TEXT_SUFFIXES = (".txt", ".csv")
 
@@ -42,21 +43,6 @@ def model_specs(model: Any) -> list[InputSpec]:
     if getattr(model, "module", None) is not None:
         return torch_input_specs(model.example_inputs, model.input_names)
     return onnx_input_specs(onnx_path or model)
-
-
-def tokenizer_source(model: Any) -> Path | None:
-    """Where the model's tokenizer lives: the packaged model's folder ("minilm"), a Hugging Face model folder,
-    or the folder of an .onnx file that holds a tokenizer; None when there is none."""
-    from edgeprune.models import BUILTIN_MODELS, builtin_path
-
-    source = str(getattr(model, "source", model))
-    if source in BUILTIN_MODELS:
-        return builtin_path(source)
-    path = Path(source)
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir() or any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return folder
-    return None
 
 
 def image_preprocess(specs: Sequence[InputSpec], options: ReadOptions) -> tuple[ImagePreprocess, str]:

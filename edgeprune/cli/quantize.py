@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli_run import console, input_shape_option, profile_or_none, stage
+from edgeprune.cli.common import console, input_shape_option, profile_or_none, stage
 from edgeprune.errors import ConfigError
 
 
@@ -53,8 +53,8 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
     from pathlib import Path
 
     from edgeprune._io import write_text_atomic
-    from edgeprune.data.cli import ReadOptions, read_sets
-    from edgeprune.quantize import _check, default_precision, quantize, to_onnx
+    from edgeprune.cli.data import ReadOptions, read_sets
+    from edgeprune.quantize import check_request, default_precision, quantize, to_onnx
 
     if train_path:
         # one option set on every command; here there is no training step for the data to feed
@@ -68,7 +68,7 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
         if precision not in ("int8", "fp16"):
             raise ConfigError(f"profile {profile_name} gains nothing from int8/fp16 by default (it says {precision})",
                               hint="pass --precision int8 or fp16 to quantize anyway")
-    backend = _check(backend, precision)
+    backend = check_request(backend, precision)
     config = _backend_config(backend, precision, dynamic, method, weights_only)
     needs_calib = precision == "int8" and not dynamic and not weights_only
     if needs_calib and not calib_path:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from rich.table import Table
 
-from edgeprune.bench import BenchResult, Speedup
+from edgeprune.measurement.bench import BenchResult, Speedup
 
 _COLS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 

@@ -53,15 +53,11 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-# Each module lists its click commands in COMMANDS; command modules import their heavy code lazily.
-_COMMAND_MODULES = ("cli_profiles", "cli_run", "cli_prune", "cli_sparsify", "cli_quantize", "cli_deploy", "cli_optimize")
-
-
 def _register() -> None:
-    import importlib
+    """Each command module lists its click commands in COMMANDS and imports its heavy code lazily."""
+    from edgeprune.cli import deploy, optimize, profiles, prune, quantize, run, sparsify
 
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(f"edgeprune.{name}")
+    for module in (profiles, run, prune, sparsify, quantize, deploy, optimize):
         for cmd in module.COMMANDS:
             main.add_command(cmd)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import ProfileError
-from edgeprune.profile_schema import DeviceProfile
+from edgeprune.targets.schema import DeviceProfile
 
 # cpuinfo flags that decide kernels and alignment; the rest (sse, vme, ...) would only be noise in a profile
 RELEVANT_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -228,7 +228,7 @@ def _dense(reason: str, source: str, confidence: str = "D") -> dict[str, Any]:
 
 
 def profile_from_facts(facts: ProbeFacts) -> DeviceProfile:
-    from edgeprune.profiles import profile_from_mapping
+    from edgeprune.targets.validate import profile_from_mapping
 
     src = f"probe {facts.date}"
     f = facts.flags
