@@ -216,3 +216,20 @@ def test_overflowing_calibration_names_the_layer_in_one_line(tmp_path):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "NaN/Inf" in lines[0] and "layer 'net." in lines[0], result.output
     assert not (tmp_path / "m.pt2").exists()
+
+
+def test_importance_and_sparsity_method_are_registries_without_fallback():
+    # an unknown name lists the registered ones; a registered one runs its own metric (never torch.rand)
+    from edgeprune.errors import ConfigError
+    from edgeprune.pruning.importance import IMPORTANCE, importance_metric
+    from edgeprune.sparsity import SparsityConfig
+    from edgeprune.sparsity.methods import SPARSITY_METHODS
+
+    for bad in (lambda: importance_metric("nope"), lambda: StructuredConfig(importance="nope"),
+                lambda: SparsityConfig(method="nope")):
+        with pytest.raises(ConfigError) as err:
+            bad()
+        assert "use one of" in err.value.hint
+    assert set(IMPORTANCE) == {"numerical", "wanda", "magnitude", "l2", "l1", "taylor", "random"}
+    assert set(SPARSITY_METHODS) == {"magnitude", "wanda", "sparsegpt"}
+    assert IMPORTANCE["numerical"].needs_stats and not IMPORTANCE["l1"].needs_stats

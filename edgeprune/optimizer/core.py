@@ -163,7 +163,7 @@ def _plan_groups(model, example_inputs, calib_batches, importance: str, step_for
     if allocation not in ("sensitivity", "importance"):
         raise ConfigError(f"unknown allocation '{allocation}'", hint="use 'sensitivity' or 'importance'")
     stats = None
-    if importance in imp.NEEDS_STATS:
+    if imp.needs_stats(importance):
         consumers = {c.name: c.module for g in groups for c in g.consumers}
         stats = capture(model, consumers, calib_batches, 32768, 0)
     scores = {g.name: imp.score(g, importance, stats, 1e-2).double().clamp_min(0).tolist() for g in groups}

@@ -173,7 +173,7 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
     batches = _calibration_chunks(calib, example_inputs, config.n_calib, model)
     static: dict[str, torch.Tensor] | None = None
     taylor_of = imp.taylor_products(model, batches, loss_fn) if config.importance == "taylor" else None
-    if config.importance not in imp.NEEDS_STATS:
+    if not imp.needs_stats(config.importance):
         static = {g.name: imp.score(g, config.importance, None, config.damp, taylor_of, config.seed) for g in groups}
     plan_scores = static
     if config.scope == "global" and static is None:
@@ -188,7 +188,7 @@ def prune(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tenso
             continue
         if g.refresh is not None:
             g.refresh(g)
-        need_stats = config.importance in imp.NEEDS_STATS or mode is not None
+        need_stats = imp.needs_stats(config.importance) or mode is not None
         stats = capture(model, {c.name: c.module for c in g.consumers}, batches, config.max_rows, config.seed) if need_stats else None
         scores = static[g.name] if static is not None else imp.score(g, config.importance, stats, config.damp)
         idxs = choose_units(scores, k, g.uniform)

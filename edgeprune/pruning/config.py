@@ -10,9 +10,9 @@ import fnmatch
 from typing import Any, Mapping
 
 from edgeprune.errors import ConfigError
+from edgeprune.pruning.importance import importance_metric
 
 UNITS = ("auto", "channels", "heads", "ffn")
-IMPORTANCES = ("numerical", "magnitude", "l1", "l2", "wanda", "taylor", "random")
 SCOPES = ("local", "global")
 
 
@@ -66,8 +66,7 @@ class StructuredConfig:
                                   hint="use a fraction to remove, e.g. 0.3 (0 keeps the model unchanged)")
         if self.unit not in UNITS:
             raise ConfigError(f"unknown unit '{self.unit}'", hint=f"use one of {', '.join(UNITS)}")
-        if self.importance not in IMPORTANCES:
-            raise ConfigError(f"unknown importance '{self.importance}'", hint=f"use one of {', '.join(IMPORTANCES)}")
+        importance_metric(self.importance)  # a ConfigError listing the registered names
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope '{self.scope}'", hint="use 'local' or 'global'")
         if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):

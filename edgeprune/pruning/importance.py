@@ -10,15 +10,18 @@ taylor     |Σ W ⊙ ∂L/∂W| over the unit's producer rows and consumer colum
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import torch
 from torch import nn
 
+from edgeprune.errors import ConfigError
 from edgeprune.pruning.compensate import ridge_cholesky
 from edgeprune.pruning.graph import Group
 from edgeprune.weights import is_hf_conv1d
 from edgeprune.pruning.stats import BlockStats, unit_columns, weight_matrix
 
-NEEDS_STATS = ("numerical", "wanda")
 
 
 def _damped_inverse(G: torch.Tensor, damp: float, where: str = "a layer") -> torch.Tensor:
@@ -124,15 +127,53 @@ def taylor_products(model: nn.Module, batches, loss_fn) -> dict:
     return acc
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoreInputs:
+    """What an importance metric may read besides the group: calibration statistics, the ridge, Taylor sums, a seed."""
+
+    stats: dict[str, list[BlockStats]] | None
+    damp: float
+    taylor_of: dict | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Importance:
+    fn: Callable[[Group, ScoreInputs], torch.Tensor]
+    needs_stats: bool = False  # reads the consumers' input Gram matrices (one calibration pass)
+
+
+# name -> metric; StructuredConfig accepts exactly these names (a new metric is one register_importance call)
+IMPORTANCE: dict[str, Importance] = {}
+
+
+def register_importance(name: str, *, needs_stats: bool = False):
+    def register(fn: Callable[[Group, ScoreInputs], torch.Tensor]):
+        IMPORTANCE[name] = Importance(fn, needs_stats)
+        return fn
+    return register
+
+
+register_importance("numerical", needs_stats=True)(lambda g, x: numerical(g, x.stats, x.damp))
+register_importance("wanda", needs_stats=True)(lambda g, x: wanda(g, x.stats))
+register_importance("magnitude")(lambda g, x: magnitude(g, 2))
+register_importance("l2")(lambda g, x: magnitude(g, 2))
+register_importance("l1")(lambda g, x: magnitude(g, 1))
+register_importance("taylor")(lambda g, x: magnitude(g, taylor_of=x.taylor_of))
+register_importance("random")(lambda g, x: torch.rand(g.n_units, generator=torch.Generator().manual_seed(x.seed),
+                                                      dtype=torch.float64))
+
+
+def importance_metric(name: str) -> Importance:
+    """The registered metric, or a ConfigError listing the known names (never a fallback)."""
+    if name not in IMPORTANCE:
+        raise ConfigError(f"unknown importance '{name}'", hint=f"use one of {', '.join(IMPORTANCE)}")
+    return IMPORTANCE[name]
+
+
+def needs_stats(name: str) -> bool:
+    return importance_metric(name).needs_stats
+
+
 def score(group: Group, importance: str, stats, damp: float, taylor_of=None, seed: int = 0) -> torch.Tensor:
-    if importance == "numerical":
-        return numerical(group, stats, damp)
-    if importance == "wanda":
-        return wanda(group, stats)
-    if importance in ("magnitude", "l2"):
-        return magnitude(group, 2)
-    if importance == "l1":
-        return magnitude(group, 1)
-    if importance == "taylor":
-        return magnitude(group, taylor_of=taylor_of)
-    return torch.rand(group.n_units, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return importance_metric(importance).fn(group, ScoreInputs(stats, damp, taylor_of, seed))

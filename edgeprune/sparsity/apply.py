@@ -21,11 +21,11 @@ from edgeprune.errors import ConfigError, SparsityError
 from edgeprune.sparsity.calib import Moments, input_matrix, target_layers, unsupported_reason
 from edgeprune.sparsity.patterns import NM, from_matrix, parse_pattern, to_matrix
 from edgeprune.sparsity.result import LayerResult, SparsityReport
-from edgeprune.sparsity.sparsegpt import reconstruction_error, sparsegpt_prune
-from edgeprune.sparsity.wanda import magnitude_mask, wanda_mask
+from edgeprune.sparsity.methods import DATA_FREE, SPARSITY_METHODS, sparsity_method
+from edgeprune.sparsity.sparsegpt import reconstruction_error
 from edgeprune.weights import is_hf_conv1d, linear_weight, set_linear_weight
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = tuple(SPARSITY_METHODS)  # the registry's names (edgeprune.sparsity.methods)
 ALLOCATIONS = ("uniform", "learned")
 
 
@@ -54,8 +54,7 @@ class SparsityConfig:
         object.__setattr__(self, "pattern", pattern)
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "layer_types", tuple(self.layer_types))
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown sparsity method '{self.method}'", hint=f"use one of {', '.join(METHODS)}")
+        sparsity_method(self.method)  # a ConfigError listing the registered methods
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(f"unknown allocation '{self.allocation}'", hint="use uniform or learned")
         if self.on_incompatible not in ("error", "skip"):
@@ -140,12 +139,8 @@ def _prune_layer(name: str, mod: nn.Module, cfg: SparsityConfig, sparsity: float
                  moments: Moments | None) -> LayerResult:
     w = weight_matrix(mod).float()
     t0 = time.perf_counter()
-    method = cfg.method if moments is not None else "magnitude"
-    if method == "sparsegpt":
-        new, keep = sparsegpt_prune(w, moments.hessian, cfg.pattern, sparsity, cfg.blocksize, cfg.damp)
-    else:
-        keep = wanda_mask(w, moments.col_norms, cfg.pattern, sparsity) if method == "wanda" else magnitude_mask(w, cfg.pattern, sparsity)
-        new = torch.where(keep, w, torch.zeros_like(w))
+    method = cfg.method if moments is not None else DATA_FREE
+    new, keep = sparsity_method(method).prune(w, moments, cfg.pattern, sparsity, cfg)
     # relative output error on the calibration inputs, from H (SparseGPT only: Wanda keeps no Hessian)
     err = reconstruction_error(w, new, moments.hessian) if moments is not None and moments.h is not None else None
     set_weight_matrix(mod, new)
@@ -179,7 +174,7 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
     all_layers = _layers(model, cfg)
     layers, skipped = _check_layers(all_layers, cfg)
     notes = []
-    needs_data = cfg.method != "magnitude" or (cfg.allocation == "learned" and train is None)
+    needs_data = sparsity_method(cfg.method).needs_data or (cfg.allocation == "learned" and train is None)
     data = _calibration(calib, example_inputs, cfg, notes) if needs_data else None
     sparsities: dict[str, float] = {n: cfg.target_sparsity for n in layers}
     allocation = None
@@ -191,7 +186,7 @@ def sparsify(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None
         allocation = learn_allocation(model, layers, batch, cfg, weight_fn=weight_matrix)
         sparsities = allocation.sparsities
     results: dict[str, LayerResult] = {}
-    if cfg.method == "magnitude":
+    if not sparsity_method(cfg.method).needs_data:
         for name, mod in layers.items():
             results[name] = _prune_layer(name, mod, cfg, sparsities[name], None)
     else:
@@ -221,7 +216,7 @@ def _calibration(calib: Any, example_inputs: tuple | None, cfg: SparsityConfig, 
 
 def _sequential(model, layers, cfg, sparsities, batch, results, progress) -> None:
     """One forward pass; each target layer is pruned by a pre-hook the first time the pass reaches it."""
-    need_h = cfg.method == "sparsegpt"
+    need_h = sparsity_method(cfg.method).needs_hessian
 
     def make_hook(name, mod):
         def hook(module, args):
