@@ -225,7 +225,7 @@ def test_importance_and_sparsity_method_are_registries_without_fallback():
     from edgeprune.sparsity import SparsityConfig
     from edgeprune.sparsity.methods import SPARSITY_METHODS
 
-    for bad in (lambda: importance_metric("nope"), lambda: StructuredConfig(importance="nope"),
+    for bad in (lambda: importance_metric("nope"), lambda: ep.StructuredConfig(importance="nope"),
                 lambda: SparsityConfig(method="nope")):
         with pytest.raises(ConfigError) as err:
             bad()
