@@ -1,4 +1,4 @@
-"""End-to-end knowledge distillation from the dense model (docs/METHODS.md §9.2), resumable and early-stopping.
+"""End-to-end knowledge distillation from the dense model (docs/METHODS.md §9.3), resumable and early-stopping.
 
 Every `eval_every` steps the student is scored on held-out data (`verify`); the best state is kept (in memory
 and in the checkpoint) and the loop stops as soon as `is_recovered(score)` holds. A non-finite loss stops it and

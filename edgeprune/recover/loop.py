@@ -1,6 +1,6 @@
 """The training loop shared by block-local reconstruction and end-to-end distillation.
 
-AdamW (weight decay 0) with a 5% linear warm-up and cosine decay, gradient clipping at 1.0 (docs/METHODS.md §9.2).
+AdamW (weight decay 0) with a 5% linear warm-up and cosine decay, gradient clipping at 1.0 (docs/METHODS.md §9.3).
 Each step's randomness comes from (seed, step) alone, so a run resumed from a checkpoint continues exactly as
 the uninterrupted run would have. A non-finite loss stops the loop; the caller keeps its best state.
 """

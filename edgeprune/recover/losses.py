@@ -1,4 +1,4 @@
-"""Distillation losses and image augmentation (docs/METHODS.md §9.2).
+"""Distillation losses and image augmentation (docs/METHODS.md §9.3).
 
 The teacher is the dense model, so no labels are needed. The loss fits the model's use (`kind`):
 - logits [B, C]: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015);

@@ -2,7 +2,7 @@
 
 The shape and the cross-field rules live here so that a profile built in code (the host probe) is
 checked exactly like a YAML file; `edgeprune.targets.profiles` turns validation errors into one ProfileError line.
-Facts come from /work/shared/HARDWARE.md; its confidence marks travel with each figure:
+Facts come from docs/HARDWARE.md; its confidence marks travel with each figure:
 V = vendor/primary document, M = measured, D = derived by a stated formula, unconfirmed = anything else.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from edgeprune.errors import ProfileError
 from edgeprune.targets.types import (BANDWIDTH_UNITS, COMPUTE_UNITS, CONFIDENCES, KINDS, PATTERN_KINDS, PRECISIONS,
-                                     RUNTIMES, SIZE_UNITS, VERDICTS, Confidence, DeviceName, FigureKey, Fraction,
+                                     SIZE_UNITS, VERDICTS, Confidence, DeviceName, FigureKey, Fraction,
                                      PosInt, Precision, RuntimeName, Text, Token, Verdict, Version, check_profile_name,
                                      canonical_precision, canonical_runtime)
 
@@ -365,4 +365,4 @@ def _cross_problems(p: DeviceProfile) -> list[tuple[str, str]]:
 
 __all__ = ["DeviceProfile", "Figure", "ComputeFigure", "BandwidthFigure", "SizeFigure", "Memory", "PeakEntry",
            "Provenance", "RuntimeSpec", "RuntimePatterns", "ChannelRule", "NMRule", "BlockRule", "UnstructuredRule", "Constraints",
-           "RUNTIMES", "PRECISIONS", "KINDS", "CONFIDENCES", "VERDICTS", "canonical_runtime", "canonical_precision"]
+           "PRECISIONS", "KINDS", "CONFIDENCES", "VERDICTS", "canonical_runtime", "canonical_precision"]
