@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -57,12 +58,137 @@ class LayerInfo:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a runtime accelerates and how it proves it, as data (HARDWARE.md §6, §8): the planner, quantize, export,
+    bundle, probe and runner read this instead of testing runtime names.
+
+    precisions: precision -> the ISA flags (CPU, any one of them) or "sm_XY" compute capability (GPU) it needs to pay;
+        an empty tuple means it pays wherever the runtime runs.
+    patterns: pattern kind ("channel", "nm", "block", "unstructured") -> what the runtime does with it.
+    quantizers: precision -> "module:function" that builds that artifact from an FP32 ONNX (edgeprune.quantize.*);
+        named by string so that this low layer does not import the transforms that use it.
+    """
+
+    export_format: str  # what the runtime loads: "ONNX", "OpenVINO IR", "TensorRT engine", "torch.export"
+    artifact_suffix: str  # the artifact optimize/bundle write for it
+    kernel_proof: str  # how a run shows which kernel really ran
+    precisions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=lambda: {"fp32": ()})
+    patterns: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"channel": "dense kernels, smaller shapes"})
+    quantizers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    times_on_cpu: bool = False  # this CPU host can time it: optimize measures plans on it here
+    validates_quantized_on: str | None = None  # runtime that runs its quantized artifact here (None: itself)
+    unfused_validation: bool = False  # run that check with graph optimizations off (the exact Q/DQ semantics)
+    quantized_suffix: str = ".onnx"  # what its quantizers write (TensorRT: a Q/DQ ONNX the device builds from)
+    companions: tuple[str, ...] = ()  # suffixes of files that travel with the artifact (IR's .bin)
+    dists: tuple[str, ...] = ()  # pip distributions that provide it (probe, environment); default: `package`
+    devices: tuple[str, ...] = ("cpu",)  # profile device kinds it can run on
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    """What the host probe found, as a backend needs it to describe itself in the host profile."""
+
+    flags: frozenset[str]  # /proc/cpuinfo flags
+    gpu_capability: tuple[int, int] | None  # first NVIDIA GPU's compute capability, or None
+    precisions: tuple[str, ...]  # precisions the host's hardware offers
+    source: str  # "probe <date>", for every rule's source field
+
+
+def dense_rule(reason: str, source: str, confidence: str = "D") -> dict[str, Any]:
+    """A profile pattern entry saying zeros run dense, for every sparse pattern kind."""
+    rule = {"accelerated": "no", "reason": reason, "source": source, "confidence": confidence}
+    return {"nm": rule, "block": rule, "unstructured": rule}
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFacts:
+    """What this machine can run sparse kernels with: AMX (CPU sparse weights), a CUDA GPU, installed runtimes."""
+
+    amx: bool
+    cuda: str | None  # device name, or None
+    cuda_capability: tuple[int, int] | None
+    installed: frozenset[str] = frozenset()  # backend names whose runtime package is importable here
+    cpu: str = ""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def probe() -> "HostFacts":
+        import importlib.util
+
+        import torch
+
+        from edgeprune.backends import backend_classes
+
+        flags, cpu = set(), ""
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                if line.startswith("model name") and not cpu:
+                    cpu = line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        cap = torch.cuda.get_device_capability(0) if cuda else None
+        installed = frozenset(c.name for c in backend_classes() if importlib.util.find_spec(c.package) is not None)
+        return HostFacts("amx_tile" in flags, cuda, cap, installed, cpu)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseLayer:
+    """One sparsified layer, as a backend's sparse rules read it (matrix view: out_ch x k)."""
+
+    pattern: str  # "2:4", "block4x4", "unstructured"
+    kind: str  # nm | block | unstructured
+    is_24: bool
+    op: str
+    out_ch: int
+    k: int
+    sparsity: float
+    precision: str = "fp32"
+    sparse_rate: float = 0.5  # OpenVINO's CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE
+
+
+# measured on H100, fp16, cuSPARSELt (benchmarks/results/gpu_semi_structured.md): 2:4 beat dense only at 8192^3
+GPU_PAYS_FROM = 8192
+GPU_EVIDENCE = ("H100 fp16 cuSPARSELt: MiniLM FFN 128x384x1536 0.03x of dense, LLaMA-7B MLP 2048x4096x11008 0.42x, "
+                "8192^3 1.38x (benchmarks/results/gpu_semi_structured.md)")
+
+
+def nvidia_24_default(layer: SparseLayer) -> tuple[str, str]:
+    """NVIDIA sparse tensor cores: 2:4 or nothing."""
+    if layer.is_24:
+        return "yes", "2:4 sparse tensor cores (Ampere+)"
+    return "no", f"NVIDIA sparse tensor cores read only 2:4, not {layer.pattern}"
+
+
+def nvidia_24_rule(host: HostView, why: str) -> dict[str, Any]:
+    """2:4 on sparse tensor cores (compute capability >= 8.0), dense for every other pattern (HARDWARE.md §1c, §2)."""
+    cap = host.gpu_capability
+    if not cap or cap < (8, 0):
+        return dense_rule("no GPU with 2:4 sparse tensor cores (compute capability >= 8.0) on this host: pruned "
+                          "weights run dense", f"{host.source}: GPU probe")
+    rule = dense_rule("no block/unstructured sparse kernels on NVIDIA GPUs", "HARDWARE.md §1c [S4]")
+    rule["nm"] = {"n": 2, "m": 4, "accelerated": "yes", "devices": ["gpu"], "min_channels_multiple": 4,
+                  "precisions": [p for p in ("fp16", "bf16", "int8") if p in host.precisions],
+                  "reason": f"{why} on compute capability {cap[0]}.{cap[1]} (Ampere+)",
+                  "source": f"{host.source}: GPU compute capability; HARDWARE.md §2 [S4]", "confidence": "D"}
+    return rule
+
+
 class Backend(abc.ABC):
-    """A runtime. Subclasses set `name`, `package`, and implement `_load`, `run`, `input_specs`."""
+    """A runtime. Subclasses set `name`, `package`, `capabilities`, and implement `_load`, `run`, `input_specs`.
+
+    Registering the class (edgeprune.backends.register_backend, or the built-in table) is all a new runtime needs:
+    every caller asks the registry and the class's capabilities.
+    """
 
     name: ClassVar[str]
     package: ClassVar[str]  # pip package that provides the runtime (named in errors)
+    aliases: ClassVar[tuple[str, ...]] = ()  # other spellings accepted for `name` (ort, ov, ...)
     artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    capabilities: ClassVar[Capabilities]
 
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()
@@ -94,6 +220,35 @@ class Backend(abc.ABC):
             return metadata.version(cls.package)
         except metadata.PackageNotFoundError:
             return None
+
+    # -- what the host probe writes into the "host" profile for this runtime ------------------
+    @classmethod
+    def gpu_build(cls, version: str, dist: str) -> bool:
+        """Whether the installed build (version string, distribution name) runs on an NVIDIA GPU."""
+        return "cpu" not in cls.capabilities.devices
+
+    @classmethod
+    def probe_patterns(cls, host: HostView) -> dict[str, Any]:
+        """Sparse-pattern rules for the host profile (HARDWARE.md §6); by default zeros run dense."""
+        return dense_rule(f"{cls.name}: no sparse kernel known", f"{host.source}: default", "unconfirmed")
+
+    # -- what it does with a zero pattern (HARDWARE.md §6), read by edgeprune.sparsity.support --------
+    sparse_name: ClassVar[str | None] = None  # the name its sparse path is reported under (default: `name`)
+
+    @classmethod
+    def sparse_constraints(cls) -> tuple[str, ...]:
+        """The documented conditions under which the runtime uses a sparse pattern at all."""
+        return ("no sparse kernel: MatMul/Gemm/Conv run dense",)
+
+    @classmethod
+    def sparse_default(cls, layer: SparseLayer) -> tuple[str, str]:
+        """(verdict, reason) without a profile: yes | memory-only | no."""
+        return "no", cls.capabilities.patterns.get(layer.kind, "no sparse kernel")
+
+    @classmethod
+    def sparse_failures(cls, layer: SparseLayer, host: HostFacts, verdict: str) -> list[str]:
+        """Every condition this layer or host fails, each one line (the verdict drops to "no" if any)."""
+        return []
 
     # -- lifecycle --------------------------------------------------------------------
     def compile(self, model_path: str | Path | Any, profile: Any = None) -> "Backend":
@@ -153,9 +308,7 @@ class Backend(abc.ABC):
     def artifact_size_bytes(self) -> int | None:
         if self.artifact is None or not self.artifact.exists():
             return None
-        files = [self.artifact]
-        if self.artifact.suffix == ".xml":  # OpenVINO IR keeps its weights in the .bin beside it
-            files.append(self.artifact.with_suffix(".bin"))
+        files = [self.artifact] + [self.artifact.with_suffix(s) for s in self.capabilities.companions]
         files += list(self.artifact.parent.glob(self.artifact.name + ".data"))  # ONNX external data
         return sum(f.stat().st_size for f in files if f.exists())
 

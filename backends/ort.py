@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
+from edgeprune.backends.base import Backend, Capabilities, HostView, LayerInfo, SparseLayer, TensorSpec, dense_rule
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 ORT_TO_NUMPY = {
@@ -26,7 +26,34 @@ ORT_TO_NUMPY = {
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     package = "onnxruntime"
+    aliases = ("ort",)
     artifact_suffixes = (".onnx",)
+    capabilities = Capabilities(
+        export_format="ONNX", artifact_suffix=".onnx",
+        kernel_proof="ORT profiler: each node's kernel time and the execution provider that ran it",
+        # dynamic/static INT8 paid on x86 even without VNNI (MLAS u8s8 kernels; benchmarks/results/quantize_avx2.md);
+        # FP16 only on a GPU execution provider (the CPU EP runs fp16 nodes through casts)
+        precisions={"fp32": (), "int8": (), "fp16": ("sm_53",)},
+        patterns={"channel": "dense kernels on smaller shapes",
+                  "nm": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied",
+                  "block": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied",
+                  "unstructured": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied"},
+        quantizers={"int8": "edgeprune.quantize.ort:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
+        times_on_cpu=True, devices=("cpu", "gpu"),
+        dists=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"))
+
+    @classmethod
+    def sparse_default(cls, layer: SparseLayer) -> tuple[str, str]:
+        return "no", "ONNX Runtime CPU densifies weights: MatMul/Gemm/Conv run dense, zeros are multiplied"
+
+    @classmethod
+    def gpu_build(cls, version: str, dist: str) -> bool:
+        return dist == "onnxruntime-gpu"
+
+    @classmethod
+    def probe_patterns(cls, host: HostView) -> dict[str, Any]:
+        return dense_rule("ONNX Runtime CPU EP has no sparse-GEMM path: zeros are multiplied", "HARDWARE.md §4 (treat as no)",
+                          "unconfirmed")
 
     @classmethod
     def why_unavailable(cls) -> str | None:

@@ -5,15 +5,61 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
-from edgeprune.outputs import flatten_outputs
+from edgeprune.backends.base import (GPU_EVIDENCE, GPU_PAYS_FROM, Backend, Capabilities, HostFacts, HostView, LayerInfo,
+                                     SparseLayer, TensorSpec, nvidia_24_default, nvidia_24_rule)
+
+# torch.sparse semi-structured minimum/multiple (rows, cols) of the dense weight, per dtype
+SEMI_SHAPE = {"float16": (32, 64), "bfloat16": (32, 64), "int8": (32, 128), "float32": (32, 32)}
 from edgeprune.errors import BackendUnavailable, ConfigError
 
 
 class TorchBackend(Backend):
     name = "torch"
     package = "torch"
+    aliases = ("pytorch", "torch-cuda")
     artifact_suffixes = (".pt2",)
+    capabilities = Capabilities(
+        export_format="torch.export", artifact_suffix=".pt2",
+        kernel_proof="torch.profiler op names (a semi-structured 2:4 matmul shows as its cuSPARSELt kernel)",
+        precisions={"fp32": (), "fp16": ("sm_53",), "bf16": ("sm_80",)},
+        patterns={"channel": "dense kernels on smaller shapes",
+                  "nm": "2:4 only: to_sparse_semi_structured on Linear weights, sm_80+, pays only on large GEMMs"},
+        devices=("cpu", "gpu"))
+
+    sparse_name = "torch-cuda"  # its sparse path is CUDA's semi-structured 2:4, reported as such
+
+    @classmethod
+    def sparse_constraints(cls) -> tuple[str, ...]:
+        return ("2:4 only, Linear weights", "fp16/bf16 (rows % 32, cols % 64) or int8 (rows % 32, cols % 128)",
+                "compute capability >= 8.0", "pays only for large GEMMs (" + GPU_EVIDENCE + ")")
+
+    @classmethod
+    def sparse_default(cls, layer: SparseLayer) -> tuple[str, str]:
+        return nvidia_24_default(layer)
+
+    @classmethod
+    def sparse_failures(cls, layer: SparseLayer, host: HostFacts, verdict: str) -> list[str]:
+        fails = []
+        if host.cuda is None:
+            fails.append("no CUDA GPU on this host")
+        elif host.cuda_capability and host.cuda_capability < (8, 0):
+            fails.append(f"{host.cuda} has compute capability {host.cuda_capability} < 8.0")
+        if layer.op != "Linear":
+            fails.append(f"{layer.op}: to_sparse_semi_structured swaps Linear weights only")
+        rows, cols = SEMI_SHAPE.get(layer.precision if layer.precision != "fp32" else "float16", (32, 64))
+        if layer.out_ch % rows or layer.k % cols:
+            fails.append(f"weight {layer.out_ch}x{layer.k} not a multiple of {rows}x{cols}")
+        if verdict == "yes" and min(layer.k, layer.out_ch) < GPU_PAYS_FROM:
+            fails.append(f"K={layer.k} too small for a sparse kernel to pay ({GPU_EVIDENCE})")
+        return fails
+
+    @classmethod
+    def gpu_build(cls, version: str, dist: str) -> bool:
+        return "+cpu" not in version
+
+    @classmethod
+    def probe_patterns(cls, host: HostView) -> dict[str, Any]:
+        return nvidia_24_rule(host, "torch semi-structured 2:4 (cuSPARSELt)")
 
     @classmethod
     def why_unavailable(cls) -> str | None:
@@ -62,6 +108,8 @@ class TorchBackend(Backend):
 
         with torch.inference_mode():
             out = self.model(*self._tensors(inputs))
+        from edgeprune.outputs import flatten_outputs  # imports torch: only once a torch model runs
+
         return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in flatten_outputs(out)]
 
     def runner(self, inputs: Mapping[str, np.ndarray]):

@@ -25,7 +25,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, LayerInfo, TensorSpec
+from edgeprune.backends import trt_logic
+from edgeprune.backends.base import (Backend, Capabilities, HostFacts, HostView, LayerInfo, SparseLayer, TensorSpec,
+                                     nvidia_24_default, nvidia_24_rule)
+from edgeprune.backends.trt_log import capture_logger
 from edgeprune.backends.trt_logic import (  # noqa: F401  (re-exported: the backend's public pure API)
     DEFAULTS,
     SPARSE_OPS,
@@ -48,40 +51,6 @@ from edgeprune.errors import BackendUnavailable, BenchmarkError, ConfigError, Ex
 
 log = logging.getLogger("edgeprune.tensorrt")
 MIN_MAJOR = 10
-_SEVERITY = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}  # trt.ILogger.Severity: INTERNAL_ERROR .. VERBOSE
-_LOGGER = None
-
-
-def capture_logger():
-    """The process-wide trt.ILogger that keeps the build log. One instance: TensorRT treats the first logger
-    given to a Builder/Runtime as its global logger and warns when later ones differ."""
-    global _LOGGER
-    if _LOGGER is None:
-        import tensorrt as trt
-
-        class CaptureLogger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)  # the docs require the explicit base __init__
-                self.lines: list[str] = []
-                self.verbose = False  # keep VERBOSE lines too (thousands per build)
-
-            def log(self, severity, msg):
-                try:
-                    level = int(severity)
-                    text = str(msg)
-                    if level <= 3 or self.verbose or "(Sparsity)" in text:
-                        self.lines.append(f"[{_SEVERITY.get(level, '?')}] {text}")
-                    if level <= 1:
-                        log.error("TensorRT: %s", text)
-                    elif level == 2:
-                        log.warning("TensorRT: %s", text)
-                except Exception:  # never raise into TensorRT
-                    pass
-
-        _LOGGER = CaptureLogger()
-    return _LOGGER
-
-
 def _gpu_name() -> str | None:
     import torch
 
@@ -104,7 +73,19 @@ def _torch_dtype(dtype: np.dtype):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     package = "tensorrt"
+    aliases = ("trt",)
     artifact_suffixes = (".engine", ".plan", ".onnx")
+    capabilities = Capabilities(
+        export_format="TensorRT engine", artifact_suffix=".engine",
+        kernel_proof="engine inspector layer info, and the builder log's '(Sparsity) ... picked sparse implementation'",
+        precisions={"fp32": (), "fp16": ("sm_53",), "int8": ("sm_61",)},
+        patterns={"channel": "dense kernels on smaller shapes",
+                  "nm": "2:4 only: sparse tensor cores on sm_80+ with FP16/INT8 weights, --sparsity=enable",
+                  "block": "no sparse kernel", "unstructured": "no sparse kernel"},
+        # Q/DQ ONNX and FP16 ONNX; the engine is built from them on the device. Checked here on ORT, unfused.
+        quantizers={"int8": "edgeprune.quantize.trt:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
+        validates_quantized_on="onnxruntime", unfused_validation=True, devices=("gpu", "dla"),
+        dists=("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -115,6 +96,22 @@ class TensorRTBackend(Backend):
         self.build_log: list[str] | None = None  # None: no build log known (engine loaded without its record)
         self._record: dict[str, Any] = {}  # <stem>.trt-build.json of a loaded engine
         self._bound = False
+
+    @classmethod
+    def probe_patterns(cls, host: HostView) -> dict[str, Any]:
+        return nvidia_24_rule(host, "TensorRT 2:4 sparse tensor cores")
+
+    @classmethod
+    def sparse_constraints(cls) -> tuple[str, ...]:
+        return trt_logic.SPARSE_CONSTRAINTS
+
+    @classmethod
+    def sparse_default(cls, layer: SparseLayer) -> tuple[str, str]:
+        return nvidia_24_default(layer)
+
+    @classmethod
+    def sparse_failures(cls, layer: SparseLayer, host: HostFacts, verdict: str) -> list[str]:
+        return trt_logic.sparse_failures(layer, host, verdict, cls.name)
 
     # -- availability -----------------------------------------------------------------
     @classmethod

@@ -330,6 +330,25 @@ def check_input_shape(name: str, shape: Sequence[int], lo: Sequence[int] | None,
                           hint="rebuild with larger max shapes (options extra max_batch / max_seq_len / shapes)")
 
 
+# -- sparse rules (HARDWARE.md §1c, §6): read by edgeprune.sparsity.support through the backend class ------------
+SPARSE_CONSTRAINTS = ("2:4 only, groups of 4 consecutive input channels (C_in % 4 == 0)", "FP16 or INT8 weights",
+                      "constant weights of Conv / MatMul / Gemm", "Ampere or newer GPU, --sparsity=enable")
+
+
+def sparse_failures(layer, host, verdict: str, name: str) -> list[str]:
+    """Conditions a layer (base.SparseLayer) or host (base.HostFacts) fails for TensorRT's sparse tactics."""
+    from edgeprune.backends.base import GPU_PAYS_FROM
+
+    fails = []
+    if name not in host.installed or host.cuda is None:
+        fails.append("no TensorRT/NVIDIA GPU on this host (not measured)")
+    if layer.precision not in ("fp16", "int8"):
+        fails.append(f"weights are {layer.precision}; TensorRT sparse tactics need an FP16 or INT8 build")
+    if verdict == "yes" and min(layer.k, layer.out_ch) < GPU_PAYS_FROM:
+        fails.append(f"K={layer.k}, N={layer.out_ch}: eligible, but TensorRT keeps the dense tactic when it is faster "
+                     f"— at this size expect dense (prove with '(Sparsity) ... picked sparse implementation')")
+    return fails
+
 __all__ = [
     "LayerSparsity", "ShapeProfile", "BuildPlan", "check_sparse_eligibility", "onnx_precision", "onnx_inputs",
     "parse_device", "shape_profiles", "plan_build", "parse_sparsity_log", "parse_inspector_json",

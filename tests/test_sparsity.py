@@ -228,13 +228,13 @@ def test_report_is_honest_on_this_cpu():
 
     model, inputs = make_mlp()
     _, report = ep.sparsify(model, inputs, SparsityConfig(pattern="2:4"), return_report=True)
-    no_amx = HostFacts(amx=False, cuda=None, cuda_capability=None, tensorrt=False)
+    no_amx = HostFacts(amx=False, cuda=None, cuda_capability=None)
     report.assess(host=no_amx)
     verdicts = {v.runtime: v for v in report.layers[0].verdicts}
     assert verdicts["onnxruntime"].verdict == "no" and "densifies" in verdicts["onnxruntime"].reason
     assert verdicts["openvino"].verdict == "no" and "no AMX on this CPU" in verdicts["openvino"].reason
     assert verdicts["torch-cuda"].verdict == "no" and "too small for a sparse kernel to pay" in verdicts["torch-cuda"].reason
-    amx = HostFacts(amx=True, cuda=None, cuda_capability=None, tensorrt=False)
+    amx = HostFacts(amx=True, cuda=None, cuda_capability=None)
     big = report.layers[0]
     big.matrix_shape, big.sparsity = (256, 512), 0.7
     report.assess(host=amx, precision="int8")
@@ -257,7 +257,7 @@ def test_profile_verdict_is_used_and_lowered_by_layer_facts():
 
     assert pattern_support(NM(2, 4), "tensorrt", _Profile()).verdict == "yes"
     assert pattern_support(Block(4, 4), "tensorrt", _Profile()).verdict == "no"
-    gpu = HostFacts(amx=False, cuda="Orin", cuda_capability=(8, 7), tensorrt=True)
+    gpu = HostFacts(amx=False, cuda="Orin", cuda_capability=(8, 7), installed=frozenset({"tensorrt"}))
     big = layer_verdict(NM(2, 4), "tensorrt", op="Linear", matrix_shape=(8192, 8192), sparsity=0.5, precision="fp16",
                         profile=_Profile(), host=gpu)
     assert big.verdict == "yes" and "fake-orin" in big.reason

@@ -4,10 +4,10 @@
     result = quantize(model, "onnxruntime", CalibrationData.load("photos/"), output="m_int8.onnx")
     print(result.min_cosine, result.top1_agreement)
 
-backend: onnxruntime (static QDQ or dynamic), openvino (NNCF PTQ / accuracy control / weight
-compression, IR), tensorrt (symmetric Q/DQ ONNX; the engine is built by the TensorRT backend).
-The quantized artifact is always run once on a runtime here (ORT for ONNX, OpenVINO for IR) and
-compared with the FP32 ONNX on ORT: what is returned has been executed, not just written.
+backend: any registered backend whose Capabilities name quantizers (ONNX Runtime: static QDQ or dynamic;
+OpenVINO: NNCF PTQ / accuracy control, IR; TensorRT: symmetric Q/DQ ONNX the device builds its engine from).
+The quantized artifact is always run once on a runtime here (the backend's own, or the one its capabilities
+name) and compared with the FP32 ONNX on the default runtime: what is returned has been executed, not written.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgeprune.errors import ConfigError
+from edgeprune.quantize.job import QuantJob
 
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("int8", "fp16")
 # ISA flags (as /proc/cpuinfo or a profile spells them) with int8 dot-product instructions.
 INT8_ISA = {"avx512_vnni", "avx_vnni", "avx512vnni", "vnni", "amx_int8", "amx-int8", "amx", "dotprod", "asimddp", "i8mm", "sdot"}
@@ -72,15 +72,25 @@ def default_precision(profile: Any) -> str:
     return want
 
 
-def check_request(backend: str, precision: str) -> str:
-    from edgeprune.backends import ALIASES
+def quantizable() -> list[str]:
+    """Backends that declare at least one quantizer."""
+    from edgeprune.backends import backend_classes
 
-    backend = ALIASES.get(backend.lower(), backend.lower())
-    if backend not in BACKENDS:
-        raise ConfigError(f"cannot quantize for backend '{backend}'", hint=f"use one of {', '.join(BACKENDS)}")
+    return [cls.name for cls in backend_classes() if cls.capabilities.quantizers]
+
+
+def check_request(backend: str, precision: str) -> str:
+    """The canonical backend name; a ConfigError for a backend without quantizers or a precision it lacks."""
+    from edgeprune.backends import canonical, get_backend_class
+    from edgeprune.quantize.job import quantizer
+
+    name = canonical(backend)
+    if name not in quantizable():
+        raise ConfigError(f"cannot quantize for backend '{backend}'", hint=f"use one of {', '.join(quantizable())}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}", hint="use int8 or fp16")
-    return backend
+    quantizer(get_backend_class(name), precision)
+    return name
 
 
 def to_onnx(model: Any, workdir: Path, calib=None, input_shapes: Sequence[str] | None = None) -> tuple[Path, Any]:
@@ -122,8 +132,11 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
     """
     from edgeprune.data import as_data, check_disjoint, onnx_input_specs
 
+    from edgeprune.backends import capabilities
+
     backend = check_request(backend, precision)
-    suffix = ".xml" if backend == "openvino" else ".onnx"
+    caps = capabilities(backend)
+    suffix = caps.quantized_suffix
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeprune-quantize-") as tmp:
         work = Path(tmp)
@@ -138,7 +151,7 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
         output = Path(output) if output else onnx_path.with_name(f"{onnx_path.stem}_{precision}{suffix}")
         if output.suffix != suffix:
             raise ConfigError(f"output {output} must end in {suffix} for backend {backend}", hint=f"e.g. -o model_{precision}{suffix}")
-        details = _run(backend, precision, onnx_path, output, calib, config, evaluate, eval_data)
+        details = _run(backend, precision, QuantJob(onnx_path, output, calib, config, evaluate, eval_data))
         seconds = time.perf_counter() - t0
         checks, top1 = [], None
         if validate:
@@ -147,7 +160,7 @@ def quantize(model: Any, backend: str, calib: Any = None, precision: str = "int8
             if held_out is not None:
                 details["validated_on"] = {"source": held_out.source, "samples": len(held_out)}
         fp32_bytes = onnx_path.stat().st_size
-    size = output.stat().st_size + (output.with_suffix(".bin").stat().st_size if suffix == ".xml" else 0)
+    size = sum(f.stat().st_size for f in [output, *(output.with_suffix(c) for c in caps.companions)] if f.exists())
     return QuantizeResult(output, backend, precision, seconds, checks, top1, fp32_bytes, size, details)
 
 
@@ -166,35 +179,25 @@ def _as_data(data: Any, model: Any, tokenizer: Any, seq_len: int | None):
     return as_data(data, **options)
 
 
-def _run(backend, precision, onnx_path, output, calib, config, evaluate, eval_data) -> dict[str, Any]:
-    if backend == "openvino":
-        from edgeprune.quantize.ov import OvQuantConfig, quantize_ov, to_fp16_ir
+def _run(backend: str, precision: str, job: "QuantJob") -> dict[str, Any]:
+    from edgeprune.backends import get_backend_class
+    from edgeprune.quantize.job import quantizer
 
-        if precision == "fp16":
-            return to_fp16_ir(onnx_path, output)
-        return quantize_ov(onnx_path, output, calib, config or OvQuantConfig(), evaluate=evaluate, eval_data=eval_data)
-    from edgeprune.quantize.ort import OrtQuantConfig, quantize_ort, to_fp16
-
-    if precision == "fp16":
-        return to_fp16(onnx_path, output)
-    if backend == "tensorrt":
-        from edgeprune.quantize.trt import TrtQdqConfig, quantize_trt
-
-        return quantize_trt(onnx_path, output, calib, config or TrtQdqConfig())
-    return quantize_ort(onnx_path, output, calib, config or OrtQuantConfig())
+    return quantizer(get_backend_class(backend), precision)(job)
 
 
 def validate_artifact(fp32_onnx: Path, artifact: Path, backend: str, calib=None) -> tuple[list, float | None]:
     """Run the artifact on its CPU runtime and compare with the FP32 ONNX on ORT: per-output checks + top-1 agreement."""
-    from edgeprune.backends import BackendOptions, get_backend
+    from edgeprune.backends import DEFAULT, BackendOptions, capabilities, get_backend
     from edgeprune.exporter import compare_outputs
 
-    ref = get_backend("onnxruntime").compile(fp32_onnx)
-    runtime = "openvino" if backend == "openvino" else "onnxruntime"
-    # TensorRT Q/DQ: run ORT unfused (DQ -> float op -> Q), the exact int8 semantics TensorRT executes with
-    # int32 accumulation. ORT's fused x86 int8 kernels without VNNI saturate on signed activations and
-    # would blame the model for a CPU kernel artefact (measured: cosine 0.94 fused vs 0.99997 unfused).
-    opt = "disable" if backend == "tensorrt" else "all"
+    ref = get_backend(DEFAULT).compile(fp32_onnx)
+    caps = capabilities(backend)
+    runtime = caps.validates_quantized_on or backend
+    # A Q/DQ artifact for a GPU runtime runs here unfused (DQ -> float op -> Q): the exact int8 semantics the
+    # device executes with int32 accumulation. ORT's fused x86 int8 kernels without VNNI saturate on signed
+    # activations and would blame the model for a CPU kernel artefact (measured: cosine 0.94 fused vs 0.99997 unfused).
+    opt = "disable" if caps.unfused_validation else "all"
     cand = get_backend(runtime, BackendOptions(precision="fp32", graph_optimization=opt)).compile(artifact)
     specs = ref.input_specs()
     static = isinstance(specs[0].shape[0], int) and specs[0].shape[0] > 0 if specs and specs[0].shape else False
@@ -213,4 +216,4 @@ def validate_artifact(fp32_onnx: Path, artifact: Path, backend: str, calib=None)
     return checks, top1
 
 
-__all__ = ["quantize", "default_precision", "QuantizeResult", "validate_artifact", "BACKENDS", "PRECISIONS"]
+__all__ = ["quantize", "default_precision", "QuantizeResult", "validate_artifact", "quantizable", "PRECISIONS"]

@@ -278,3 +278,13 @@ def to_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> dict[str
     with atomic_path(onnx_out, suffix=".onnx") as out:
         onnx.save(half, str(out))
     return {"mode": "fp16", "keep_io_types": True}
+
+
+def int8_artifact(job):
+    """Capabilities.quantizers entry: static QDQ (or dynamic) INT8 ONNX for ONNX Runtime."""
+    return quantize_ort(job.onnx_path, job.output, job.calib, job.config or OrtQuantConfig())
+
+
+def fp16_artifact(job):
+    """Capabilities.quantizers entry: an FP16 ONNX (inputs and outputs stay FP32)."""
+    return to_fp16(job.onnx_path, job.output)

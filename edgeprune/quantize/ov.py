@@ -208,3 +208,14 @@ def _save(model, xml_out: str | os.PathLike, info: dict[str, Any], fp16: bool = 
         os.replace(tmp.with_suffix(".bin"), xml_out.with_suffix(".bin"))
     info["fake_quantize_ops"] = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     return info
+
+
+def int8_artifact(job):
+    """Capabilities.quantizers entry: NNCF INT8 IR, with accuracy control when the job has an evaluate function."""
+    return quantize_ov(job.onnx_path, job.output, job.calib, job.config or OvQuantConfig(), evaluate=job.evaluate,
+                       eval_data=job.eval_data)
+
+
+def fp16_artifact(job):
+    """Capabilities.quantizers entry: IR with FP16-compressed weights."""
+    return to_fp16_ir(job.onnx_path, job.output)

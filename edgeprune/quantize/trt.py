@@ -78,3 +78,8 @@ def check_trt_qdq(path: str | os.PathLike) -> dict[str, int]:
                           + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
                           hint="quantize with the tensorrt backend settings (symmetric int8, float bias)")
     return {"quantize_linear": n_q, "dequantize_linear": n_dq, "int8_weights": n_weights}
+
+
+def int8_artifact(job):
+    """Capabilities.quantizers entry: symmetric Q/DQ ONNX that TensorRT builds an INT8 engine from."""
+    return quantize_trt(job.onnx_path, job.output, job.calib, job.config or TrtQdqConfig())

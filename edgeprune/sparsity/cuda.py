@@ -3,7 +3,7 @@
 A Linear is swapped when its weight (out, in) holds 2:4 along `in`, is fp16/bf16/int8 on a GPU of compute
 capability >= 8.0, and its shape meets torch's minimum multiples. Whether a sparse kernel *ran* is read from
 the profiler's CUDA kernel names (`sparse_kernels`), not assumed; whether it *paid* is a timing question
-(our H100 measurement: only very large GEMMs gain, see support.GPU_EVIDENCE).
+(our H100 measurement: only very large GEMMs gain, see edgeprune.backends.base.GPU_EVIDENCE).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from edgeprune.errors import BackendUnavailable
 from edgeprune.sparsity.patterns import NM
-from edgeprune.sparsity.support import _SEMI_SHAPE
+from edgeprune.backends.pt import SEMI_SHAPE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def swap_semi_structured(model: nn.Module, ignore: tuple[str, ...] = ()) -> list
         elif not NM(2, 4).check(w.detach().float().cpu()).ok:
             why = "weight does not hold 2:4 along the input dim"
         else:
-            r, c = _SEMI_SHAPE[str(w.dtype).replace("torch.", "")]
+            r, c = SEMI_SHAPE[str(w.dtype).replace("torch.", "")]
             if shape[0] % r or shape[1] % c:
                 why = f"shape {shape[0]}x{shape[1]} is not a multiple of {r}x{c}"
         if why is None:

@@ -10,7 +10,8 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-from edgeprune.sparsity.support import RUNTIMES, HostFacts, Verdict, compressed_bytes, layer_verdict
+from edgeprune.targets.schema import DeviceProfile
+from edgeprune.sparsity.support import HostFacts, sparse_runtimes, Verdict, compressed_bytes, layer_verdict
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ class SparsityReport:
     def pattern_ok(self) -> bool:
         return all(l.pattern_ok for l in self.sparsified)
 
-    def assess(self, profile: Any = None, runtimes: Sequence[str] = RUNTIMES, precision: str = "fp32",
+    def assess(self, profile: DeviceProfile | None = None, runtimes: Sequence[str] | None = None, precision: str = "fp32",
                host: HostFacts | None = None, sparse_rate: float = 0.5) -> "SparsityReport":
         """Fill every layer's per-runtime verdicts for weights deployed at `precision` (fp32|fp16|int8)."""
         from edgeprune.sparsity.patterns import parse_pattern
@@ -82,7 +83,7 @@ class SparsityReport:
         for layer in self.sparsified:
             layer.verdicts = [layer_verdict(pattern, rt, op=layer.op, matrix_shape=layer.matrix_shape, sparsity=layer.sparsity,
                                             precision=precision, profile=profile, host=host, sparse_rate=sparse_rate)
-                              for rt in runtimes]
+                              for rt in (runtimes or sparse_runtimes())]
         self.config = dict(self.config, deploy_precision=precision)
         return self
 

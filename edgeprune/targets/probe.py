@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgeprune import backends
 from edgeprune.errors import ProfileError
 from edgeprune.targets.schema import DeviceProfile
 
@@ -24,10 +25,6 @@ from edgeprune.targets.schema import DeviceProfile
 RELEVANT_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                   "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
                   "asimd", "asimddp", "asimdhp", "fphp", "sve", "sve2", "i8mm", "bf16", "svei8mm", "svebf16")
-# distributions that provide each runtime (a GPU or EP build installs under another name)
-RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-                 "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-                 "torch": ("torch",)}
 _VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "0x41": "Arm", "0x61": "Apple", "0x48": "HiSilicon",
             "0x51": "Qualcomm", "0xc0": "Ampere"}
 _NVIDIA_SMI_TIMEOUT_S = 5
@@ -121,8 +118,9 @@ def _vendor_from_name(cpu: str) -> str:
 
 def _runtimes() -> tuple[dict[str, str], dict[str, str]]:
     found, dists = {}, {}
-    for runtime, names in RUNTIME_DISTS.items():
-        for dist in names:
+    for cls in backends.backend_classes():  # each backend names the distributions that provide it
+        runtime = cls.name
+        for dist in cls.capabilities.dists or (cls.package,):
             try:
                 found[runtime] = metadata.version(dist)
                 dists[runtime] = dist
@@ -222,9 +220,27 @@ def _channel(lanes: int, simd: str, precisions: list[str], src: str, gpu: bool) 
     return {"multiple": lanes, "by_precision": by, "reason": reason, "source": src, "confidence": "D"}
 
 
-def _dense(reason: str, source: str, confidence: str = "D") -> dict[str, Any]:
-    rule = {"accelerated": "no", "reason": reason, "source": source, "confidence": confidence}
-    return {"nm": rule, "block": rule, "unstructured": rule}
+def _runtime_entries(facts: ProbeFacts, precisions: list[str], cpu_channel: dict, gpu_channel: dict,
+                     src: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The profile's runtimes and patterns: each installed backend, described by its own class (default first)."""
+    gpu = facts.gpus[0] if facts.gpus else None
+    host = backends.HostView(facts.flags, gpu.capability if gpu else None, tuple(precisions), src)
+    runtimes, patterns = [], {}
+    order = [backends.DEFAULT, *(n for n in backends.names() if n != backends.DEFAULT)]
+    for cls in (backends.get_backend_class(n) for n in order if n in facts.runtimes):
+        version, dist = facts.runtimes[cls.name], facts.runtime_dists.get(cls.name, cls.name)
+        on_gpu = bool(gpu) and cls.gpu_build(version, dist)
+        if "cpu" not in cls.capabilities.devices and not on_gpu:
+            continue  # installed but nothing here to run it on
+        devices = [d for d in ("cpu", "gpu") if d in cls.capabilities.devices] if on_gpu else ["cpu"]
+        runtimes.append({"name": cls.name, "min_version": _plain_version(version), "devices": devices,
+                         "notes": f"installed {version} ({dist})", "source": f"{src}: importlib.metadata",
+                         "confidence": "M"})
+        patterns[cls.name] = {"channel": gpu_channel if on_gpu else cpu_channel, **cls.probe_patterns(host)}
+    if not runtimes:
+        raise ProfileError("probe found no inference runtime installed on this host",
+                           hint=f"pip install {backends.get_backend_class(backends.DEFAULT).package} and probe again")
+    return runtimes, patterns
 
 
 def profile_from_facts(facts: ProbeFacts) -> DeviceProfile:
@@ -232,76 +248,13 @@ def profile_from_facts(facts: ProbeFacts) -> DeviceProfile:
 
     src = f"probe {facts.date}"
     f = facts.flags
-    gpu = facts.gpus[0] if facts.gpus else None
-    ampere = bool(gpu and gpu.capability and gpu.capability >= (8, 0))
     lanes, simd = _lanes(f)
-    precisions = _precisions(f, gpu)
+    precisions = _precisions(f, facts.gpus[0] if facts.gpus else None)
     amx = {"amx_tile", "amx_int8"} <= f
-    runtimes, patterns = [], {}
     cpu_channel = _channel(lanes, simd, precisions, f"{src}: /proc/cpuinfo flags, HARDWARE.md §7", gpu=False)
     gpu_channel = _channel(lanes, simd, precisions, f"{src}: flags + GPU, HARDWARE.md §7", gpu=True)
-
-    # onnxruntime first: the reference backend every edgeprune measurement supports
-    order = ["onnxruntime", "openvino", "tensorrt", "torch"]
-    for name in (n for n in order if n in facts.runtimes):
-        version = facts.runtimes[name]
-        on_gpu = bool(gpu) and (name == "tensorrt" or (name == "torch" and "+cpu" not in version)
-                                or facts.runtime_dists.get(name) == "onnxruntime-gpu")
-        if name == "tensorrt" and not gpu:
-            continue  # installed but nothing here to run it on
-        devices = (["cpu", "gpu"] if name != "tensorrt" else ["gpu"]) if on_gpu else ["cpu"]
-        runtimes.append({"name": name, "min_version": _plain_version(version), "devices": devices,
-                         "notes": f"installed {version} ({facts.runtime_dists.get(name, name)})",
-                         "source": f"{src}: importlib.metadata", "confidence": "M"})
-        patterns[name] = {"channel": gpu_channel if on_gpu else cpu_channel}
-    if not runtimes:
-        raise ProfileError("probe found no inference runtime installed on this host",
-                           hint="pip install onnxruntime (or openvino) and probe again")
-
-    if "onnxruntime" in patterns:
-        patterns["onnxruntime"].update(_dense("ONNX Runtime CPU EP has no sparse-GEMM path: zeros are multiplied",
-                                              "HARDWARE.md §4 (treat as no)", "unconfirmed"))
-    if "openvino" in patterns:
-        if amx:
-            rule = {"accelerated": "memory-only", "precisions": ["int8"], "devices": ["cpu"],
-                    "min_channels_multiple": 64, "min_sparsity": 0.5, "requires": ["amx_tile", "amx_int8"],
-                    "reason": "OpenVINO CPU sparse weights decompression (AMX): saves memory traffic, no skipped math",
-                    "conditions": ["INT8 MatMul/FullyConnected only", "IC and OC multiple of 64",
-                                   "set CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE before compile_model"],
-                    "source": f"{src}: amx flags; HARDWARE.md §3 [S16]", "confidence": "D"}
-            patterns["openvino"].update({"nm": rule, "block": rule, "unstructured": rule})
-        else:
-            patterns["openvino"].update(_dense("no AMX on this CPU: OpenVINO sparse weights decompression needs "
-                                               "Intel AMX", f"{src}: no amx_tile/amx_int8 flag; HARDWARE.md §3 [S16]"))
-    for name in ("tensorrt", "torch"):
-        if name not in patterns:
-            continue
-        if ampere:
-            why = "TensorRT 2:4 sparse tensor cores" if name == "tensorrt" else "torch semi-structured 2:4 (cuSPARSELt)"
-            rule = {"n": 2, "m": 4, "accelerated": "yes", "precisions": [p for p in ("fp16", "bf16", "int8")
-                                                                        if p in precisions],
-                    "devices": ["gpu"], "min_channels_multiple": 4,
-                    "reason": f"{why} on compute capability {gpu.capability[0]}.{gpu.capability[1]} (Ampere+)",
-                    "source": f"{src}: GPU compute capability; HARDWARE.md §2 [S4]", "confidence": "D"}
-            patterns[name]["nm"] = rule
-            patterns[name].update({k: v for k, v in _dense("no block/unstructured sparse kernels on NVIDIA GPUs",
-                                                          "HARDWARE.md §1c [S4]").items() if k != "nm"})
-        else:
-            patterns[name].update(_dense("no GPU with 2:4 sparse tensor cores (compute capability >= 8.0) on this "
-                                         "host: pruned weights run dense", f"{src}: GPU probe"))
-
-    figures: dict[str, Any] = {"logical_cores": _fig(facts.logical_cores, "threads", f"{src}: psutil")}
-    if facts.max_mhz:
-        figures["cpu_max_clock"] = _fig(round(facts.max_mhz / 1000, 3), "GHz", f"{src}: psutil.cpu_freq")
-    for i, g in enumerate(facts.gpus):
-        tag = f"gpu{i}"
-        if g.memory_bytes:
-            figures[f"{tag}_memory"] = _fig(round(g.memory_bytes / 2**30, 1), "GiB", f"{src}: {g.name}")
-        if g.multiprocessors:
-            figures[f"{tag}_multiprocessors"] = _fig(g.multiprocessors, "SMs", f"{src}: {g.name}")
-        if g.capability:
-            figures[f"{tag}_compute_capability"] = _fig(float(f"{g.capability[0]}.{g.capability[1]}"), "cc",
-                                                        f"{src}: {g.name}")
+    runtimes, patterns = _runtime_entries(facts, precisions, cpu_channel, gpu_channel, src)
+    figures = _figures(facts, src)
     data: dict[str, Any] = {
         "name": "host", "vendor": facts.vendor, "kind": "cpu",
         "description": _describe(facts),
@@ -319,6 +272,22 @@ def profile_from_facts(facts: ProbeFacts) -> DeviceProfile:
     if facts.memory_bytes:
         data["memory"] = {"size": _fig(round(facts.memory_bytes / 2**30, 1), "GiB", f"{src}: psutil")}
     return profile_from_mapping(data, f"host probe ({facts.date})")
+
+
+def _figures(facts: ProbeFacts, src: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {"logical_cores": _fig(facts.logical_cores, "threads", f"{src}: psutil")}
+    if facts.max_mhz:
+        figures["cpu_max_clock"] = _fig(round(facts.max_mhz / 1000, 3), "GHz", f"{src}: psutil.cpu_freq")
+    for i, g in enumerate(facts.gpus):
+        tag = f"gpu{i}"
+        if g.memory_bytes:
+            figures[f"{tag}_memory"] = _fig(round(g.memory_bytes / 2**30, 1), "GiB", f"{src}: {g.name}")
+        if g.multiprocessors:
+            figures[f"{tag}_multiprocessors"] = _fig(g.multiprocessors, "SMs", f"{src}: {g.name}")
+        if g.capability:
+            figures[f"{tag}_compute_capability"] = _fig(float(f"{g.capability[0]}.{g.capability[1]}"), "cc",
+                                                        f"{src}: {g.name}")
+    return figures
 
 
 def _derived_peak(facts: ProbeFacts, lanes: int, amx: bool, src: str) -> dict[str, Any]:

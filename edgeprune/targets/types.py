@@ -11,10 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-RUNTIMES = ("tensorrt", "onnxruntime", "openvino", "torch", "tflite", "executorch", "rknn", "hailort", "edgetpu",
-            "qnn", "coreml", "vela")
-RUNTIME_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch",
-                   "torch-cuda": "torch", "litert": "tflite"}
+from edgeprune import backends
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int16", "int8", "int4")
 PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16", "f16": "fp16",
                      "bfloat16": "bf16", "uint8": "int8", "u8": "int8", "i8": "int8", "qint8": "int8", "quint8": "int8"}
@@ -33,8 +31,24 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def canonical_runtime(name: str) -> str:
-    key = str(name).strip().lower()
-    return RUNTIME_ALIASES.get(key, key)
+    """One alias table for the whole project: the backend registry's (edgeprune.backends.aliases)."""
+    return backends.canonical(name)
+
+
+def runtimes() -> tuple[str, ...]:
+    """Runtime names a profile may use, asked of the registry at validation time (a registered backend counts)."""
+    return backends.runtime_vocabulary()
+
+
+def _runtime(value: Any) -> Any:
+    return canonical_runtime(value) if isinstance(value, str) else value
+
+
+def _check_runtime(value: str) -> str:
+    if value not in runtimes():
+        raise PydanticCustomError("runtime", "'{v}' is not a known runtime: use one of {known}",
+                                  {"v": value, "known": ", ".join(runtimes())})
+    return value
 
 
 def canonical_precision(name: str) -> str:
@@ -80,7 +94,7 @@ Fraction = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
 Version = Annotated[str, BeforeValidator(_version), Field(strict=True), AfterValidator(_check_version)]
 Verdict = Annotated[Literal[VERDICTS], BeforeValidator(_verdict)]
 Confidence = Literal[CONFIDENCES]
-RuntimeName = Literal[RUNTIMES]
+RuntimeName = Annotated[str, BeforeValidator(_runtime), Field(strict=True), AfterValidator(_check_runtime)]
 Precision = Literal[PRECISIONS]
 DeviceName = Literal[DEVICES]
 FigureKey = Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
