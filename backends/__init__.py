@@ -10,9 +10,11 @@ optimizer, report, deploy or cli.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+from pathlib import Path
 
-from edgeprune.backends.base import Backend, BackendOptions, Capabilities, HostView, LayerInfo, TensorSpec, dense_rule
+from edgeprune.backends.base import Backend, BackendOptions, Capabilities, HostFacts, HostView, LayerInfo, TensorSpec, dense_rule
 from edgeprune.errors import ConfigError
 
 # the built-in backends: name -> (module, class), imported on first use
@@ -98,6 +100,28 @@ def by_suffix(suffix: str) -> type[Backend] | None:
     return next((cls for cls in backend_classes() if cls.capabilities.artifact_suffix == suffix), None)
 
 
+@functools.lru_cache(maxsize=1)
+def host_facts() -> HostFacts:
+    """This machine's HostFacts (probed once per process)."""
+    import importlib.util
+
+    import torch
+
+    flags, cpu = set(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name") and not cpu:
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cap = torch.cuda.get_device_capability(0) if cuda else None
+    installed = frozenset(c.name for c in backend_classes() if importlib.util.find_spec(c.package) is not None)
+    return HostFacts("amx_tile" in flags, cuda, cap, installed, cpu)
+
+
 def availability() -> dict[str, str | None]:
     """backend name -> None when usable here, else the reason it is not."""
     return {n: get_backend_class(n).why_unavailable() for n in names()}
@@ -105,4 +129,4 @@ def availability() -> dict[str, str | None]:
 
 __all__ = ["Backend", "BackendOptions", "Capabilities", "HostView", "dense_rule", "LayerInfo", "TensorSpec", "DEFAULT", "OTHER_RUNTIMES",
            "register_backend", "unregister_backend", "get_backend", "get_backend_class", "backend_classes", "names",
-           "aliases", "canonical", "runtime_vocabulary", "capabilities", "measurable_here", "by_suffix", "availability"]
+           "aliases", "canonical", "runtime_vocabulary", "capabilities", "measurable_here", "by_suffix", "availability", "host_facts", "HostFacts"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -110,29 +109,6 @@ class HostFacts:
     cuda_capability: tuple[int, int] | None
     installed: frozenset[str] = frozenset()  # backend names whose runtime package is importable here
     cpu: str = ""
-
-    @staticmethod
-    @functools.lru_cache(maxsize=1)
-    def probe() -> "HostFacts":
-        import importlib.util
-
-        import torch
-
-        from edgeprune.backends import backend_classes
-
-        flags, cpu = set(), ""
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-                if line.startswith("model name") and not cpu:
-                    cpu = line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        cap = torch.cuda.get_device_capability(0) if cuda else None
-        installed = frozenset(c.name for c in backend_classes() if importlib.util.find_spec(c.package) is not None)
-        return HostFacts("amx_tile" in flags, cuda, cap, installed, cpu)
 
 
 @dataclasses.dataclass(frozen=True)

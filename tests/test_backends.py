@@ -27,7 +27,7 @@ def test_availability_here():
 
 
 def test_unknown_backend_names_the_choices():
-    with pytest.raises(ConfigError, match="onnxruntime, openvino, torch, tensorrt"):
+    with pytest.raises(ConfigError, match="onnxruntime, openvino, tensorrt, torch"):
         get_backend("tflite")
 
 

@@ -53,9 +53,9 @@ class OptimizeConfig:
             raise ConfigError("give exactly one budget: speedup, latency_ms or macs_ratio", hint="e.g. --speedup 1.5")
         self._check_budget()
         if self.runtime is not None:
-            from edgeprune.backends import ALIASES, names
+            from edgeprune.backends import canonical, names
 
-            if self.runtime not in names() and self.runtime not in ALIASES:
+            if canonical(self.runtime) not in names():
                 raise ConfigError(f"unknown runtime '{self.runtime}'", hint=f"use one of {', '.join(names())}")
         if self.max_drop is not None and not self.max_drop >= 0:
             raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")

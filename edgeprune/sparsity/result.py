@@ -11,6 +11,7 @@ import json
 from typing import Any, Sequence
 
 from edgeprune.targets.schema import DeviceProfile
+from edgeprune.backends import host_facts
 from edgeprune.sparsity.support import HostFacts, sparse_runtimes, Verdict, compressed_bytes, layer_verdict
 
 
@@ -78,7 +79,7 @@ class SparsityReport:
         """Fill every layer's per-runtime verdicts for weights deployed at `precision` (fp32|fp16|int8)."""
         from edgeprune.sparsity.patterns import parse_pattern
 
-        host = host or HostFacts.probe()
+        host = host or host_facts()
         pattern = parse_pattern(self.config["pattern"])
         for layer in self.sparsified:
             layer.verdicts = [layer_verdict(pattern, rt, op=layer.op, matrix_shape=layer.matrix_shape, sparsity=layer.sparsity,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edgeprune.backends import Backend, backend_classes
+from edgeprune.backends import Backend, backend_classes, host_facts
 from edgeprune.backends.base import HostFacts, SparseLayer
 from edgeprune.errors import ConfigError
 from edgeprune.sparsity.patterns import NM, SparsityPattern
@@ -74,7 +74,7 @@ def layer_verdict(pattern: SparsityPattern, runtime: str, *, op: str, matrix_sha
                   precision: str = "fp32", profile: DeviceProfile | None = None, host: HostFacts | None = None,
                   sparse_rate: float = 0.5) -> Verdict:
     """Verdict for one layer on `runtime` on this host: the device verdict lowered by every failed condition."""
-    host = host or HostFacts.probe()
+    host = host or host_facts()
     base = pattern_support(pattern, runtime, profile)
     layer = _layer(pattern, op, matrix_shape, sparsity, precision, sparse_rate)
     fails = _backend(runtime).sparse_failures(layer, host, base.verdict)
