@@ -203,6 +203,14 @@ def test_cited_docs_exist(scanned):
     assert not missing, "\n".join(missing)
 
 
+def _parsed(cache: dict, doc: str, parse) -> set[str] | None:
+    """parse(docs/<doc> text), read once per doc; None when the doc does not exist."""
+    if doc not in cache:
+        text = _doc_text(doc)
+        cache[doc] = parse(text) if text is not None else None
+    return cache[doc]
+
+
 def test_cited_sections_are_headings(scanned):
     cites, _ = scanned
     problems = []
@@ -210,10 +218,7 @@ def test_cited_sections_are_headings(scanned):
     for c in cites:
         if not c.section:
             continue
-        if c.doc not in ids_by_doc:
-            text = _doc_text(c.doc)
-            ids_by_doc[c.doc] = section_ids(text) if text is not None else None
-        ids = ids_by_doc[c.doc]
+        ids = _parsed(ids_by_doc, c.doc, section_ids)
         if ids is None:
             problems.append(f"{c}: docs/{c.doc} does not exist")
         elif c.section not in ids:
@@ -229,10 +234,7 @@ def test_cited_source_tags_are_listed(scanned):
     for c in cites:
         if not c.tags:
             continue
-        if c.doc not in tags_by_doc:
-            text = _doc_text(c.doc)
-            tags_by_doc[c.doc] = source_tags(text) if text is not None else None
-        listed = tags_by_doc[c.doc]
+        listed = _parsed(tags_by_doc, c.doc, source_tags)
         if listed is None:
             problems.append(f"{c}: docs/{c.doc} does not exist")
             continue
