@@ -75,6 +75,8 @@ class Capabilities:
     precisions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=lambda: {"fp32": ()})
     patterns: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"channel": "dense kernels, smaller shapes"})
     quantizers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # "module:function" (method, dynamic, weights_only) -> the INT8 quantizer's config from the CLI options; "": defaults
+    int8_config: str = ""
     times_on_cpu: bool = False  # this CPU host can time it: optimize measures plans on it here
     validates_quantized_on: str | None = None  # runtime that runs its quantized artifact here (None: itself)
     unfused_validation: bool = False  # run that check with graph optimizations off (the exact Q/DQ semantics)
@@ -162,6 +164,8 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     package: ClassVar[str]  # pip package that provides the runtime (named in errors)
+    display: ClassVar[str] = ""  # the runtime's name in prose ("ONNX Runtime"); default: `name`
+    install_hint: ClassVar[str] = ""  # how to install it, one line; default: pip install `package`
     aliases: ClassVar[tuple[str, ...]] = ()  # other spellings accepted for `name` (ort, ov, ...)
     artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
     capabilities: ClassVar[Capabilities]
@@ -187,6 +191,25 @@ class Backend(abc.ABC):
         reason = cls.why_unavailable()
         if reason:
             raise BackendUnavailable(f"backend '{cls.name}' is unavailable: {reason}")
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.display or cls.name
+
+    @classmethod
+    def how_to_install(cls) -> str:
+        return cls.install_hint or f"pip install {cls.package}"
+
+    # -- converting the validated ONNX export into this runtime's own format -------------------
+    converts_onnx: ClassVar[bool] = False  # True when convert_onnx writes a format other than ONNX
+
+    @classmethod
+    def convert_onnx(cls, onnx_path: Path, out_path: Path) -> str:
+        """Write `onnx_path` in this runtime's format at `out_path` (its companions beside it); returns the tool used.
+
+        Only for runtimes whose artifact is not the ONNX file itself (converts_onnx); edgeprune.exporter validates
+        the result against the reference and moves it into place atomically."""
+        raise NotImplementedError(f"{cls.name} runs the ONNX file itself: nothing to convert")
 
     @classmethod
     def version(cls) -> str | None:
@@ -254,6 +277,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def input_specs(self) -> list[TensorSpec]: ...
+
+    def output_specs(self) -> list[TensorSpec] | None:
+        """The artifact's outputs, in run() order, where the runtime reports them (None: it does not)."""
+        return None
+
+    def output_names(self) -> list[str] | None:
+        """The artifact's output names, in run() order (None: output_0, ...)."""
+        specs = self.output_specs()
+        return None if specs is None else [s.name for s in specs]
 
     @abc.abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:

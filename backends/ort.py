@@ -23,9 +23,15 @@ ORT_TO_NUMPY = {
 }
 
 
+def _spec(arg) -> TensorSpec:
+    """An ORT NodeArg as a TensorSpec (a symbolic dim keeps its name)."""
+    return TensorSpec(arg.name, tuple(d if isinstance(d, int) else str(d) for d in arg.shape), ORT_TO_NUMPY.get(arg.type, "float32"))
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     package = "onnxruntime"
+    display = "ONNX Runtime"
     aliases = ("ort",)
     artifact_suffixes = (".onnx",)
     capabilities = Capabilities(
@@ -38,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
                   "nm": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied",
                   "block": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied",
                   "unstructured": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied"},
+        int8_config="edgeprune.quantize.ort:int8_config",
         quantizers={"int8": "edgeprune.quantize.ort:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
         times_on_cpu=True, devices=("cpu", "gpu"),
         dists=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"))
@@ -106,10 +113,10 @@ class OnnxRuntimeBackend(Backend):
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     def input_specs(self) -> list[TensorSpec]:
-        return [
-            TensorSpec(i.name, tuple(d if isinstance(d, int) else str(d) for d in i.shape), ORT_TO_NUMPY.get(i.type, "float32"))
-            for i in self.session.get_inputs()
-        ]
+        return [_spec(i) for i in self.session.get_inputs()]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [_spec(o) for o in self.session.get_outputs()]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._output_names, dict(inputs))

@@ -18,9 +18,17 @@ _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 
 
+def _spec(port) -> TensorSpec:
+    """An OpenVINO port as a TensorSpec; a dynamic dim is named d<index>."""
+    shape = tuple(d.get_length() if d.is_static else f"d{i}" for i, d in enumerate(port.get_partial_shape()))
+    return TensorSpec(port.get_any_name(), shape, port.get_element_type().to_dtype().name)
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
     package = "openvino"
+    display = "OpenVINO"
+    install_hint = "pip install 'edgeprune[openvino]'"
     aliases = ("ov",)
     artifact_suffixes = (".xml", ".onnx")
     capabilities = Capabilities(
@@ -34,6 +42,7 @@ class OpenVINOBackend(Backend):
                   "nm": "memory-only: CPU sparse weights decompression (INT8 weights, AMX)",
                   "block": "memory-only: CPU sparse weights decompression (INT8 weights, AMX)",
                   "unstructured": "memory-only: CPU sparse weights decompression (INT8 weights, AMX)"},
+        int8_config="edgeprune.quantize.ov:int8_config",
         quantizers={"int8": "edgeprune.quantize.ov:int8_artifact", "fp16": "edgeprune.quantize.ov:fp16_artifact"},
         times_on_cpu=True, quantized_suffix=".xml", devices=("cpu", "gpu", "npu"))
 
@@ -84,6 +93,23 @@ class OpenVINOBackend(Backend):
             return "the openvino package is not installed (pip install 'edgeprune[openvino]' or pip install openvino)"
         return None
 
+    converts_onnx = True
+
+    @classmethod
+    def convert_onnx(cls, onnx_path, out_path) -> str:
+        """ONNX -> IR (.xml + .bin) with fp32 weights: compression to fp16 is a precision choice, made elsewhere."""
+        from edgeprune.errors import ExportError
+
+        cls.require()
+        import openvino as ov
+
+        try:
+            ov_model = ov.convert_model(str(onnx_path))
+        except Exception as err:  # the converter's own message: an unsupported op, a bad graph
+            raise ExportError(f"OpenVINO could not convert {onnx_path}: {type(err).__name__}: {err}") from err
+        ov.save_model(ov_model, str(out_path), compress_to_fp16=False)
+        return "openvino.convert_model"
+
     def config(self, perf_count: bool = False) -> dict[str, Any]:
         opts = self.options
         cfg: dict[str, Any] = {"PERFORMANCE_HINT": _HINTS.get(opts.hint, "LATENCY")}
@@ -118,11 +144,10 @@ class OpenVINOBackend(Backend):
         self.request = self.compiled.create_infer_request()
 
     def input_specs(self) -> list[TensorSpec]:
-        specs = []
-        for port in self.compiled.inputs:
-            shape = tuple(d.get_length() if d.is_static else f"d{i}" for i, d in enumerate(port.get_partial_shape()))
-            specs.append(TensorSpec(port.get_any_name(), shape, port.get_element_type().to_dtype().name))
-        return specs
+        return [_spec(port) for port in self.compiled.inputs]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [_spec(port) for port in self.compiled.outputs]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         result = self.request.infer(dict(inputs))

@@ -16,6 +16,7 @@ from edgeprune.errors import BackendUnavailable, ConfigError
 class TorchBackend(Backend):
     name = "torch"
     package = "torch"
+    display = "PyTorch"
     aliases = ("pytorch", "torch-cuda")
     artifact_suffixes = (".pt2",)
     capabilities = Capabilities(

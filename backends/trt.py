@@ -73,6 +73,7 @@ def _torch_dtype(dtype: np.dtype):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     package = "tensorrt"
+    display = "TensorRT"
     aliases = ("trt",)
     artifact_suffixes = (".engine", ".plan", ".onnx")
     capabilities = Capabilities(
@@ -83,6 +84,7 @@ class TensorRTBackend(Backend):
                   "nm": "2:4 only: sparse tensor cores on sm_80+ with FP16/INT8 weights, --sparsity=enable",
                   "block": "no sparse kernel", "unstructured": "no sparse kernel"},
         # Q/DQ ONNX and FP16 ONNX; the engine is built from them on the device. Checked here on ORT, unfused.
+        int8_config="edgeprune.quantize.trt:int8_config",
         quantizers={"int8": "edgeprune.quantize.trt:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
         validates_quantized_on="onnxruntime", unfused_validation=True, devices=("gpu", "dla"),
         dists=("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))

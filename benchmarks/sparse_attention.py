@@ -33,7 +33,7 @@ from edgeprune.attention import AttentionSparsityConfig, sparsify_attention  # n
 from edgeprune.attention.latency import AttentionLayer  # noqa: E402
 from edgeprune.backends import BackendOptions, get_backend  # noqa: E402
 from edgeprune.measurement.bench import benchmark_sessions, compare  # noqa: E402
-from edgeprune.exporter import export, export_openvino  # noqa: E402
+from edgeprune.exporter import convert, export  # noqa: E402
 
 BACKENDS = ("onnxruntime", "openvino")
 
@@ -53,7 +53,7 @@ def latency(models: dict[str, nn.Module], inputs: tuple, names: list[str], backe
                 feeds = {n: t.numpy() for n, t in zip(names, inputs)}
                 with torch.no_grad():
                     ref = m(*inputs)
-                export_openvino(onnx_path, path, reference=([ref.numpy()], feeds))
+                convert(onnx_path, path, "openvino", reference=([ref.numpy()], feeds))
         sess = get_backend(backend, BackendOptions(precision="fp32"))
         sess.compile(path)
         sessions.append((label, sess, sess.prepare_inputs({n: t.numpy() for n, t in zip(names, inputs)})))

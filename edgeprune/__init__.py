@@ -35,7 +35,7 @@ _LAZY = {
     "parse_input_specs": "edgeprune.models",
     "LoadedModel": "edgeprune.models",
     "export": "edgeprune.exporter",
-    "export_openvino": "edgeprune.exporter",
+    "convert": "edgeprune.exporter",
     "ExportReport": "edgeprune.exporter",
     "benchmark": "edgeprune.measurement.bench",
     "compare": "edgeprune.measurement.bench",

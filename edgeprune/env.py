@@ -10,7 +10,8 @@ import platform
 from functools import lru_cache
 from importlib import metadata
 
-LIBRARIES = ("edgeprune", "torch", "onnx", "onnxscript", "onnxruntime", "openvino", "tensorrt", "transformers", "numpy")
+# the libraries every measurement depends on; each registered runtime is added by name (library_versions)
+CORE_LIBRARIES = ("edgeprune", "torch", "onnx", "onnxscript", "transformers", "numpy")
 
 
 def cpu_model() -> str:
@@ -24,13 +25,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def library_versions(names=LIBRARIES) -> dict[str, str | None]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions(names: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """Package versions from metadata (no import); by default the core libraries and, under each registered
+    runtime's name, the version of the first of its distributions installed (onnxruntime-gpu counts as onnxruntime)."""
+    if names is not None:
+        return {name: _version(name) for name in names}
+    from edgeprune.backends import backend_classes
+
+    out = {name: _version(name) for name in CORE_LIBRARIES}
+    for cls in backend_classes():
+        found = (v for v in map(_version, cls.capabilities.dists or (cls.package,)) if v)
+        out[cls.name] = next(found, None)
     return out
 
 

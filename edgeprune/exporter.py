@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from edgeprune._io import atomic_path
+from edgeprune.backends import DEFAULT as DEFAULT_RUNTIME
 from edgeprune.errors import ConfigError, ExportError
 
 DEFAULT_OPSET = 18
 DEFAULT_ATOL = 1e-4
+REFERENCE = DEFAULT_RUNTIME  # every export is validated on the runtime that runs everywhere
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,51 +209,49 @@ def export(model, example_inputs: Sequence[torch.Tensor] | torch.Tensor, path: s
         checks = []
         if validate:
             feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, example_inputs)}
-            checks = compare_outputs(reference, run_onnxruntime(tmp, feeds), out_names, atol)
-            raise_on_mismatch(checks, f"ONNX export {path.name} on onnxruntime", reference)
-    return ExportReport(path, "onnxruntime", exporter, opset, checks, time.perf_counter() - t0, reason)
+            checks = compare_outputs(reference, run_reference(tmp, feeds), out_names, atol)
+            raise_on_mismatch(checks, f"ONNX export {path.name} on {REFERENCE}", reference)
+    return ExportReport(path, REFERENCE, exporter, opset, checks, time.perf_counter() - t0, reason)
 
 
-def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run an ONNX file on the reference runtime (backends.DEFAULT), with the feeds its graph takes."""
     from edgeprune.backends import get_backend
 
-    backend = get_backend("onnxruntime").compile(path)
+    backend = get_backend(REFERENCE).compile(path)
     known = {s.name for s in backend.input_specs()}
     return backend.run({k: v for k, v in feeds.items() if k in known})
 
 
-def export_openvino(onnx_path: str | os.PathLike, xml_path: str | os.PathLike, *,
-                    reference: tuple[Sequence[np.ndarray], dict[str, np.ndarray]] | None = None,
-                    atol: float = DEFAULT_ATOL) -> ExportReport:
-    """Convert an ONNX file to OpenVINO IR (.xml + .bin, fp32 weights) and check it on OpenVINO CPU.
+def convert(onnx_path: str | os.PathLike, out_path: str | os.PathLike, runtime: str, *,
+            reference: tuple[Sequence[np.ndarray], dict[str, np.ndarray]] | None = None,
+            atol: float = DEFAULT_ATOL) -> ExportReport:
+    """Convert an ONNX file into `runtime`'s own format (OpenVINO IR: .xml + .bin) and check it on that runtime.
 
-    `reference` = (expected outputs, input feeds); without it the ONNX file on ONNX Runtime is the reference.
+    `reference` = (expected outputs, input feeds); without it the ONNX file on the reference runtime is the reference.
+    Nothing is left at `out_path` (or its companions) unless the check passes.
     """
     from edgeprune.backends import BackendOptions, get_backend, get_backend_class
 
-    get_backend_class("openvino").require()
-    import openvino as ov
-
-    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    cls = get_backend_class(runtime)
+    if not cls.converts_onnx:
+        raise ConfigError(f"{cls.label()} runs the ONNX file itself: there is nothing to convert to",
+                          hint="use the .onnx export on it directly")
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
     t0 = time.perf_counter()
-    try:
-        ov_model = ov.convert_model(str(onnx_path))
-    except Exception as err:
-        raise ExportError(f"OpenVINO could not convert {onnx_path}: {type(err).__name__}: {err}") from err
-    with atomic_path(xml_path, suffix=".xml") as tmp:
-        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
-        tmp_bin = tmp.with_suffix(".bin")
+    companions = cls.capabilities.companions
+    with atomic_path(out_path, suffix=out_path.suffix) as tmp:
         try:
-            backend = get_backend("openvino", BackendOptions(precision="fp32")).compile(tmp)
-            if reference is None:
-                feeds = backend.prepare_inputs(None)
-                expected = run_onnxruntime(onnx_path, feeds)
-            else:
-                expected, feeds = reference
-            checks = compare_outputs(expected, backend.run(feeds), [p.get_any_name() for p in backend.compiled.outputs], atol)
-            raise_on_mismatch(checks, f"OpenVINO IR {xml_path.name}")
-            os.replace(tmp_bin, xml_path.with_suffix(".bin"))
+            tool = cls.convert_onnx(onnx_path, tmp)
+            backend = get_backend(cls.name, BackendOptions(precision="fp32")).compile(tmp)
+            expected, feeds = reference or (None, backend.prepare_inputs(None))
+            if expected is None:
+                expected = run_reference(onnx_path, feeds)
+            checks = compare_outputs(expected, backend.run(feeds), backend.output_names(), atol)
+            raise_on_mismatch(checks, f"{cls.capabilities.export_format} {out_path.name}")
+            for suffix in companions:  # the .xml's .bin moves in before the .xml does (atomic_path's rename)
+                os.replace(tmp.with_suffix(suffix), out_path.with_suffix(suffix))
         finally:
-            if tmp_bin.exists():
-                tmp_bin.unlink()
-    return ExportReport(xml_path, "openvino", "openvino.convert_model", None, checks, time.perf_counter() - t0)
+            for suffix in companions:
+                tmp.with_suffix(suffix).unlink(missing_ok=True)
+    return ExportReport(out_path, cls.name, tool, None, checks, time.perf_counter() - t0)

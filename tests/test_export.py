@@ -8,7 +8,7 @@ import torch
 from conftest import SMALL_MODELS
 from edgeprune.backends import BackendOptions, get_backend
 from edgeprune.errors import ConfigError, ExportError
-from edgeprune.exporter import compare_outputs, export, export_openvino, torch_outputs
+from edgeprune.exporter import compare_outputs, export, convert, torch_outputs
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
@@ -21,7 +21,7 @@ def test_small_models_export_within_1e4_on_ort_and_openvino(tmp_path, name):
 
     reference = torch_outputs(model, inputs)
     feeds = {"input_0": inputs[0].numpy()}
-    ov_report = export_openvino(tmp_path / f"{name}.onnx", tmp_path / f"{name}.xml", reference=(reference, feeds))
+    ov_report = convert(tmp_path / f"{name}.onnx", tmp_path / f"{name}.xml", "openvino", reference=(reference, feeds))
     assert ov_report.max_abs_diff <= 1e-4
     assert (tmp_path / f"{name}.bin").stat().st_size > 0
 

@@ -177,14 +177,14 @@ def test_calib_forms():
 
 @pytest.mark.parametrize("make", [make_cnn, make_ir])
 def test_pruned_cnn_exports_to_ort_and_openvino(make, tmp_path):
-    from edgeprune.exporter import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, convert, torch_outputs
 
     model, x = make()
     pruned = ep.prune(model, x, ep.StructuredConfig(ratio=0.5), calib=_calib(x, 16))
     report = export(pruned, x, tmp_path / "p.onnx")
     assert report.ok and report.max_abs_diff <= 1e-4
     feeds = {"input_0": x[0].numpy()}
-    ov = export_openvino(tmp_path / "p.onnx", tmp_path / "p.xml", reference=(torch_outputs(pruned, x), feeds))
+    ov = convert(tmp_path / "p.onnx", tmp_path / "p.xml", "openvino", reference=(torch_outputs(pruned, x), feeds))
     assert ov.ok and ov.max_abs_diff <= 1e-4
 
 

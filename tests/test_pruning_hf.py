@@ -73,7 +73,7 @@ def test_minilm_compensation_ratio_and_shapes(minilm_text, unit):
 
 
 def test_minilm_heads_and_ffn_export_ort_openvino(minilm_text, tmp_path):
-    from edgeprune.exporter import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, convert, torch_outputs
 
     loaded, cal, _ = minilm_text
     # export correctness does not depend on the scores: the data-free path keeps this test fast
@@ -85,13 +85,13 @@ def test_minilm_heads_and_ffn_export_ort_openvino(minilm_text, tmp_path):
     report = export(pruned, x, tmp_path / "m.onnx", input_names=loaded.input_names)
     assert report.ok and report.max_abs_diff <= 1e-4
     feeds = {n: t.numpy() for n, t in zip(loaded.input_names, x)}
-    ov = export_openvino(tmp_path / "m.onnx", tmp_path / "m.xml", reference=(torch_outputs(pruned, x), feeds))
+    ov = convert(tmp_path / "m.onnx", tmp_path / "m.xml", "openvino", reference=(torch_outputs(pruned, x), feeds))
     assert ov.ok and ov.max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("make", [make_gpt2, make_vit])
 def test_gpt2_vit_heads_ffn(make, tmp_path):
-    from edgeprune.exporter import export, export_openvino, torch_outputs
+    from edgeprune.exporter import export, convert, torch_outputs
 
     model, x = make()
     if x[0].dtype == torch.long:
@@ -120,7 +120,7 @@ def test_gpt2_vit_heads_ffn(make, tmp_path):
     assert ep.count(pruned, x).macs < 0.75 * ep.count(model, x).macs
     report = export(pruned, x, tmp_path / "m.onnx")
     assert report.ok
-    ov = export_openvino(tmp_path / "m.onnx", tmp_path / "m.xml",
+    ov = convert(tmp_path / "m.onnx", tmp_path / "m.xml", "openvino",
                          reference=(torch_outputs(pruned, x), {"input_0": x[0].numpy()}))
     assert ov.ok and ov.max_abs_diff <= 1e-4
 

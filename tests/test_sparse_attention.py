@@ -173,13 +173,13 @@ H, D = 2, 8  # small heads x head dim: the export cost is the trace, the checks 
 def exported_layer(tmp_path_factory):
     """One dynamic-length export of both variants, shared by the graph, ORT and OpenVINO checks (the export is
     the slow part of this file)."""
-    from edgeprune.exporter import export, export_openvino
+    from edgeprune.exporter import convert, export
 
     tmp = tmp_path_factory.mktemp("attn")
     m = _Layer().eval()
     path = tmp / "attn.onnx"
     export(m, _qkv(b=1, h=H, L=100, d=D), path, input_names=["q", "k", "v"], dynamic_dims={i: {2: "seq"} for i in range(3)})
-    export_openvino(path, tmp / "attn.xml")
+    convert(path, tmp / "attn.xml", "openvino")
     return m, path, tmp / "attn.xml"
 
 

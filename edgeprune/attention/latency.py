@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgeprune.attention.config import AttentionSparsityConfig
+from edgeprune.backends import DEFAULT
 from edgeprune.attention.kernel import blocks_kept
 from edgeprune.attention.module import SparseAttention
 
@@ -103,7 +104,7 @@ def break_even_seq(shape: AttentionShape, cfg: AttentionSparsityConfig, saving: 
     return None
 
 
-def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, runtime: str = "onnxruntime", *,
+def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, runtime: str = DEFAULT, *,
                       profile: str = "host", threads: int | None = None, iters: int = 30, rounds: int = 3,
                       fresh: bool = False) -> AttentionCost:
     """Dense and sparse layer p50 ms on `runtime` (least round median of interleaved rounds), cached on disk."""

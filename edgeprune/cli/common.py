@@ -1,4 +1,5 @@
-"""Shared pieces of the command modules: the consoles, the --input-shape option, --profile, a spinner."""
+"""Shared pieces of the command modules: the consoles, the --input-shape option, --profile, the per-runtime
+conversion options, a spinner."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,41 @@ err_console = Console(stderr=True)
 input_shape_option = click.option(
     "--input-shape", "input_shapes", multiple=True, metavar="SPEC",
     help="Input shape, e.g. 1x3x224x224, 1x128:int64 or input_ids=1x128:int64 (repeat per input).")
+
+
+def conversion_options(f):
+    """`--<runtime> PATH` for each registered runtime that loads its own format (OpenVINO IR), from the registry."""
+    from edgeprune.backends import backend_classes
+
+    for cls in reversed([c for c in backend_classes() if c.converts_onnx]):
+        suffix = cls.capabilities.artifact_suffix
+        f = click.option(f"--{cls.name}", f"convert_{cls.name}", type=click.Path(dir_okay=False), metavar=f"PATH{suffix}",
+                         help=f"Also write validated {cls.capabilities.export_format} here (with its companions).")(f)
+    return f
+
+
+def conversions(options: dict) -> dict[str, str]:
+    """runtime -> output path, for the conversion options given; each path checked for the runtime's suffix."""
+    from edgeprune.backends import capabilities
+    from edgeprune.errors import ConfigError
+
+    out = {k.removeprefix("convert_"): v for k, v in options.items() if k.startswith("convert_") and v}
+    for runtime, path in out.items():
+        suffix = capabilities(runtime).artifact_suffix
+        if not path.endswith(suffix):
+            raise ConfigError(f"--{runtime} {path} must end in {suffix}", hint=f"e.g. --{runtime} model{suffix}")
+    return out
+
+
+def write_conversions(onnx_path: str, paths: dict[str, str], reference, atol: float | None = None) -> list:
+    """Convert the validated ONNX file for each runtime in `paths`, each checked against `reference` on it."""
+    from edgeprune.exporter import DEFAULT_ATOL, convert
+
+    reports = []
+    for runtime, path in paths.items():
+        with stage(f"converting to {path} and validating on {runtime}"):
+            reports.append(convert(onnx_path, path, runtime, reference=reference, atol=atol or DEFAULT_ATOL))
+    return reports
 
 
 def profile_or_none(name: str | None):

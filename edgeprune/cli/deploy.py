@@ -13,10 +13,17 @@ import click
 from edgeprune.errors import BenchmarkError, ConfigError
 
 
+def _runner_backends() -> str:
+    """The --backend choices: the runtimes the device-side runner has sessions for."""
+    from edgeprune.deploy.bundle import load_runner
+
+    return " | ".join(("auto", *load_runner().SESSIONS))
+
+
 def _timing_options(f):
     """The runner's timing flags, with `edgeprune bench`'s names and defaults."""
     opts = [
-        click.option("--backend", default="auto", show_default=True, help="auto | onnxruntime | openvino (on the target)."),
+        click.option("--backend", default="auto", show_default=True, help=_runner_backends() + " (on the target)."),
         click.option("--warmup", default=20, show_default=True, type=int),
         click.option("--iters", default=200, show_default=True, type=int, help="Timed iterations (over all rounds)."),
         click.option("--seconds", type=float, help="Time budget instead of --iters."),

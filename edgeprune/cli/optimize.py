@@ -172,7 +172,7 @@ def _print_result(result, outdir, config) -> None:
     met = "met" if last.accepted and speed_met(result, config) else "not met"
     console.print(f"{len(result.attempts)} attempt(s); last: {last.note}. Prediction error "
                   f"{'%+.1f%%' % (100 * result.prediction_error) if result.prediction_error is not None else 'n/a'}. "
-                  f"Wall time {result.seconds:.0f} s. Output: {outdir}/ (plan.json, model.onnx, model.xml, report.json, report.html)")
+                  f"Wall time {result.seconds:.0f} s. Output: {outdir}/ ({', '.join(sorted(p.name for p in Path(outdir).iterdir()))})")
     attn = result.plan.attention
     if attn:
         console.print(f"sparse attention {'applied' if attn['applied'] else 'not applied'}: {attn['reason']}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.common import conversion_options
 from edgeprune.errors import ConfigError
 
 
@@ -14,14 +15,15 @@ def _prune_noting(prune, loaded, config, calib):
     return pruned, left
 
 
-def _check_options(output: str, onnx_path: str | None, ov_path: str | None, importance: str) -> None:
+def _check_options(output: str, onnx_path: str | None, targets: dict[str, str], importance: str) -> None:
     """Refuse bad output paths and a CLI-impossible importance before any work is done."""
     if not output.endswith(".pt2"):
         raise ConfigError(f"--output {output} must end in .pt2", hint="e.g. -o pruned.pt2")
     if onnx_path and not onnx_path.endswith(".onnx"):
         raise ConfigError(f"--export {onnx_path} must end in .onnx", hint="e.g. --export pruned.onnx")
-    if ov_path and (not onnx_path or not ov_path.endswith(".xml")):
-        raise ConfigError("--openvino needs --export and a path ending in .xml", hint="--export m.onnx --openvino m.xml")
+    if targets and not onnx_path:
+        flags = " ".join(f"--{runtime} {path}" for runtime, path in targets.items())
+        raise ConfigError(f"{flags} needs --export (it converts the exported ONNX file)", hint=f"--export m.onnx {flags}")
     if importance == "taylor":
         raise ConfigError("importance 'taylor' needs a loss function", hint="use the Python API: prune(..., loss_fn=...)")
 
@@ -59,20 +61,21 @@ def _check_options(output: str, onnx_path: str | None, ov_path: str | None, impo
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="SPEC", help="Input shape, e.g. 1x3x224x224 (repeat per input).")
 @click.option("--seq-len", default=128, show_default=True, type=int, help="Sequence length of HF example inputs.")
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
-@click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write validated OpenVINO IR (needs --export).")
+@conversion_options
 def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, train_path, recover_mode, recover_minutes,
               metric, max_drop, n_calib, no_compensate, round_to, profile_name, ignore, strict, input_shapes, seq_len, onnx_path,
-              ov_path):
+              **options):
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
-    from edgeprune.cli.common import console, profile_or_none, stage
+    from edgeprune.cli.common import console, conversions, profile_or_none, stage
     from edgeprune.measurement.counting import count
     from edgeprune.cli.data import ReadOptions, held_out_score, read_sets
     from edgeprune.models import load_model
     from edgeprune.pruning import StructuredConfig, prune
 
-    _check_options(output, onnx_path, ov_path, importance)
+    targets = conversions(options)
+    _check_options(output, onnx_path, targets, importance)
     if train_path and not eval_path:
         raise ConfigError("--train needs --eval-data: recovery is verified on held-out data",
                           hint="add --eval-data DATA (samples neither --calib nor --train holds)")
@@ -104,16 +107,20 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if held_out is not None:
         console.print(held_out_score(loaded.module, pruned, held_out).line())
     if onnx_path:
-        from edgeprune.exporter import export, export_openvino, torch_outputs
+        _export(pruned, loaded, onnx_path, targets)
 
-        with stage(f"exporting to {onnx_path} and validating on onnxruntime"):
-            export(pruned, loaded.example_inputs, onnx_path, input_names=loaded.input_names)
-        console.print(f"wrote {onnx_path} (validated on onnxruntime)")
-        if ov_path:
-            feeds = {n: t.numpy() for n, t in zip(loaded.input_names, loaded.example_inputs)}
-            with stage(f"converting to {ov_path} and validating on openvino"):
-                export_openvino(onnx_path, ov_path, reference=(torch_outputs(pruned, loaded.example_inputs), feeds))
-            console.print(f"wrote {ov_path} (validated on openvino)")
+
+def _export(pruned, loaded, onnx_path: str, targets: dict[str, str]) -> None:
+    """--export (validated on the reference runtime) and the --<runtime> conversions of it."""
+    from edgeprune.cli.common import console, stage, write_conversions
+    from edgeprune.exporter import REFERENCE, export, torch_outputs
+
+    with stage(f"exporting to {onnx_path} and validating on {REFERENCE}"):
+        export(pruned, loaded.example_inputs, onnx_path, input_names=loaded.input_names)
+    console.print(f"wrote {onnx_path} (validated on {REFERENCE})")
+    feeds = {n: t.numpy() for n, t in zip(loaded.input_names, loaded.example_inputs)}
+    for report in write_conversions(onnx_path, targets, (torch_outputs(pruned, loaded.example_inputs), feeds)):
+        console.print(f"wrote {report.path} (validated on {report.runtime})")
 
 
 def _save_pt2(pruned, example_inputs, output: str) -> None:

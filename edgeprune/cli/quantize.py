@@ -16,9 +16,27 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
         raise ConfigError(f"{what} '{text}' is not a comma-separated list of numbers", hint="e.g. 0.485,0.456,0.406") from err
 
 
+def _quantizing_runtimes() -> list[str]:
+    """Every registered runtime with a quantizer, and its aliases (the --backend choices)."""
+    from edgeprune.backends import aliases, backend_classes
+
+    names = [c.name for c in backend_classes() if c.capabilities.quantizers]
+    return names + [a for a, name in aliases().items() if name in names and a not in names]
+
+
+def _output_help() -> str:
+    from edgeprune.backends import backend_classes
+
+    by_suffix: dict[str, list[str]] = {}
+    for c in backend_classes():
+        if c.capabilities.quantizers:
+            by_suffix.setdefault(c.capabilities.quantized_suffix, []).append(c.name)
+    return " or ".join(f"{suffix} ({'/'.join(names)})" for suffix, names in by_suffix.items()) + "."
+
+
 @click.command("quantize")
 @click.argument("model")
-@click.option("-b", "--backend", required=True, type=click.Choice(["onnxruntime", "openvino", "tensorrt", "ort", "ov", "trt"]),
+@click.option("-b", "--backend", required=True, type=click.Choice(_quantizing_runtimes()),
               help="Runtime the artifact is for.")
 @click.option("--calib", "calib_path", type=click.Path(), metavar="DATA",
               help="Calibration data: a folder of images (or one subfolder per class), .txt, .csv (text,label), .npy/.npz, .pt.")
@@ -28,7 +46,7 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
               help="Held-out data (sharing nothing with --calib) the artifact is validated on (default: 16 calibration samples).")
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), help="Default: from --profile, else int8.")
 @click.option("--profile", "profile_name", help="Device profile that decides the default precision.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=".onnx (onnxruntime/tensorrt) or .xml (openvino).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=_output_help())
 @input_shape_option
 @click.option("--samples", default=128, show_default=True, type=int, help="Calibration samples (deterministic choice).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration sample choice.")
@@ -99,20 +117,13 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
 
 def _backend_config(backend: str, precision: str, dynamic: bool, method: str, weights_only):
     """The INT8 config of `backend` from the options (None: FP16, or the backend's defaults)."""
-    config = None
-    if backend == "onnxruntime" and precision == "int8":
-        from edgeprune.quantize.ort import OrtQuantConfig
+    from edgeprune.backends import capabilities
+    from edgeprune.models import import_factory
 
-        config = OrtQuantConfig(mode="dynamic" if dynamic else "static", method=method)
-    elif backend == "tensorrt" and precision == "int8":
-        from edgeprune.quantize.trt import TrtQdqConfig
-
-        config = TrtQdqConfig(method=method)
-    elif backend == "openvino" and precision == "int8":
-        from edgeprune.quantize.ov import OvQuantConfig
-
-        config = OvQuantConfig(weight_compression=weights_only)
-    return config
+    spec = capabilities(backend).int8_config
+    if precision != "int8" or not spec:
+        return None
+    return import_factory(spec)(method=method, dynamic=dynamic, weights_only=weights_only)
 
 
 def _accept(result, min_cosine: float | None) -> None:

@@ -7,9 +7,12 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edgeprune.backends import DEFAULT as DEFAULT_RUNTIME
+from edgeprune.backends import names as backend_names
 from edgeprune.errors import ConfigError
 
-from edgeprune.cli.common import console, err_console, input_shape_option, stage
+from edgeprune.cli.common import (console, conversion_options, conversions, err_console, input_shape_option, stage,
+                                  write_conversions)
 
 
 @click.command("export")
@@ -18,32 +21,30 @@ from edgeprune.cli.common import console, err_console, input_shape_option, stage
 @input_shape_option
 @click.option("--opset", default=18, show_default=True, type=int)
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
-@click.option("--openvino", "ov_path", type=click.Path(dir_okay=False), help="Also write OpenVINO IR (.xml + .bin) here.")
+@conversion_options
 @click.option("--atol", default=1e-4, show_default=True, type=float, help="Validation tolerance (relative above |1|).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the validation report as JSON.")
-def export_cmd(model, output, input_shapes, opset, dynamic_batch, ov_path, atol, json_path):
+def export_cmd(model, output, input_shapes, opset, dynamic_batch, atol, json_path, **options):
     """Export MODEL to ONNX (and OpenVINO IR), validated against PyTorch on the runtime."""
     import json
 
     from edgeprune._io import write_text_atomic
-    from edgeprune.exporter import export, export_openvino, torch_outputs
+    from edgeprune.exporter import REFERENCE, export, torch_outputs
     from edgeprune.models import load_model
     from edgeprune.report.tables import export_table
 
     if not output.endswith(".onnx"):
         raise ConfigError(f"--output {output} must end in .onnx", hint="e.g. -o model.onnx")
-    if ov_path and not ov_path.endswith(".xml"):
-        raise ConfigError(f"--openvino {ov_path} must end in .xml", hint="e.g. --openvino model.xml")
+    targets = conversions(options)
     with stage(f"loading {model}"):
         loaded = load_model(model, input_shapes)
     if loaded.module is None:
         raise ConfigError(f"{model} is already ONNX; export needs a PyTorch model", hint="pass a model spec, HF folder or .pt2")
-    with stage(f"exporting to {output} and validating on onnxruntime"):
+    with stage(f"exporting to {output} and validating on {REFERENCE}"):
         reports = [export(loaded, None, output, opset=opset, dynamic_batch=dynamic_batch, atol=atol)]
-    if ov_path:
+    if targets:
         feeds = {n: t.numpy() for n, t in zip(loaded.input_names, loaded.example_inputs)}
-        with stage(f"converting to {ov_path} and validating on openvino"):
-            reports.append(export_openvino(output, ov_path, reference=(torch_outputs(loaded.module, loaded.example_inputs), feeds), atol=atol))
+        reports += write_conversions(output, targets, (torch_outputs(loaded.module, loaded.example_inputs), feeds), atol)
     console.print(export_table(reports))
     if json_path:
         write_text_atomic(json_path, json.dumps([r.to_dict() for r in reports], indent=2))
@@ -80,7 +81,7 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
             backend.require()
             if backend.name == "torch":
                 if loaded is None:
-                    raise ConfigError(f"the torch backend cannot run {path.name}", hint="use onnxruntime or openvino")
+                    raise ConfigError(f"the torch backend cannot run {path.name}", hint=f"use a runtime that loads ONNX, e.g. --backend {DEFAULT_RUNTIME}")
                 target = loaded
             else:
                 if onnx_path is None:
@@ -102,7 +103,8 @@ def _sessions(models, backends, input_shapes, threads, batch, tmp: Path):
 @click.command("bench")
 @click.argument("models", nargs=-1)
 @click.option("-b", "--backend", "backends", multiple=True,
-              help="onnxruntime | openvino | torch | tensorrt (repeat; default onnxruntime, or onnxruntime+openvino with no MODEL).")
+              help=f"{' | '.join(backend_names())} (repeat; default {DEFAULT_RUNTIME}, or every runtime this host "
+                   "times with no MODEL).")
 @input_shape_option
 @click.option("--batch", type=int, help="Batch size (default: the model's static batch, else 1).")
 @click.option("--threads", type=int, help="Intra-op threads (default: the runtime's).")
@@ -126,14 +128,15 @@ def bench_cmd(ctx, models, backends, input_shapes, batch, threads, warmup, iters
                           rounds=rounds, threads=threads, batch=batch, output=json_path,
                           backend=backends[0] if backends else "auto")
     from edgeprune._io import write_text_atomic
+    from edgeprune.backends import DEFAULT, measurable_here
     from edgeprune.measurement.bench import benchmark_sessions, compare
     from edgeprune.report.tables import bench_json, bench_markdown, bench_table, environment_line, settle_note
 
     if batch is not None and batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}", hint="e.g. --batch 8")
     if not models:
-        models, backends = ("minilm",), backends or ("onnxruntime", "openvino")
-    backends = backends or ("onnxruntime",)
+        models, backends = ("minilm",), backends or tuple(measurable_here())
+    backends = backends or (DEFAULT,)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
         sessions = _sessions(models, backends, input_shapes, threads, batch or 1, Path(tmp))
         triples = [(label, b, b.prepare_inputs(None, batch=batch)) for label, b in sessions]

@@ -128,12 +128,12 @@ def _export_checked(sparse, loaded, cfg, onnx_path: str, tmp: Path, precision: s
 
     from edgeprune.data import as_data
     from edgeprune.errors import ExportError, SparsityError
-    from edgeprune.exporter import export
+    from edgeprune.exporter import REFERENCE, export
     from edgeprune.sparsity.onnx_check import check_onnx, convert_fp16, quantize_qdq
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-sparsify-") as tmpdir:
         fp32 = Path(tmpdir) / "fp32.onnx"
-        with stage(f"exporting to {onnx_path} and validating on onnxruntime"):
+        with stage(f"exporting to {onnx_path} and validating on {REFERENCE}"):
             export(sparse, tuple(loaded.example_inputs), fp32, input_names=loaded.input_names)
         try:
             if precision == "fp16":

@@ -33,7 +33,6 @@ from edgeprune.errors import ConfigError, ModelLoadError
 
 MANIFEST_SCHEMA = "edgeprune.deploy.bundle/1"
 RUNNER_NAME = "edgeprune_run.py"
-_FORMATS = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
 _SEQ_DIM = re.compile(r"seq|len|token|time|step", re.I)  # dynamic dims that mean "sequence": probe with 128
 _META_KEYS = ("model", "profile", "precision", "plan", "inputs", "atol")  # taken from an OUTDIR/manifest.json
 
@@ -57,20 +56,21 @@ def _runner_error(err: Exception) -> ConfigError:
 
 # -- collecting OUTDIR ----------------------------------------------------------------------------
 def find_artifacts(outdir: Path) -> list[dict[str, Any]]:
-    """Runtime artifacts under OUTDIR (hidden folders skipped), each with the files it needs."""
+    """Runtime artifacts under OUTDIR (hidden folders skipped), each with the files it needs.
+
+    The formats are the runner's (FORMAT_SUFFIXES): a bundle carries what the device-side runner can run."""
+    runner = load_runner()
     arts = []
     for path in sorted(outdir.rglob("*")):
         rel = path.relative_to(outdir)
-        if not path.is_file() or any(p.startswith(".") for p in rel.parts) or path.suffix not in _FORMATS:
+        if not path.is_file() or any(p.startswith(".") for p in rel.parts) or path.suffix not in runner.FORMAT_SUFFIXES:
             continue
-        extra = []
-        if path.suffix == ".xml":
-            if not path.with_suffix(".bin").is_file():
-                continue  # an .xml without weights beside it is not an OpenVINO IR (could be anything)
-            extra.append(path.with_suffix(".bin"))
+        extra = [path.with_suffix(c) for c in runner.COMPANIONS.get(path.suffix, ())]
+        if not all(e.is_file() for e in extra):
+            continue  # an .xml without weights beside it is not an OpenVINO IR (could be anything)
         if path.suffix == ".onnx":
             extra += sorted(path.parent.glob(path.name + ".data")) + sorted(path.parent.glob(path.stem + ".data"))
-        arts.append({"file": rel.as_posix(), "format": _FORMATS[path.suffix], "bytes": path.stat().st_size,
+        arts.append({"file": rel.as_posix(), "format": runner.FORMAT_SUFFIXES[path.suffix], "bytes": path.stat().st_size,
                      "extra_files": sorted({e.relative_to(outdir).as_posix() for e in extra})})
     return arts
 
@@ -114,28 +114,25 @@ def _concrete(shape, lead: int) -> list[int]:
     return dims
 
 
+def runtime_for(artifact: Path) -> str | None:
+    """The runtime that computes the host's reference outputs for an artifact: the runner's first choice for its
+    format that the runner also has a session for here, or None (a TensorRT engine)."""
+    runner = load_runner()
+    fmt = runner.FORMAT_SUFFIXES.get(artifact.suffix)
+    return next((rt for rt in runner.FORMAT_RUNTIMES.get(fmt, ()) if rt in runner.SESSIONS), None)
+
+
 def _io_specs(artifact: Path) -> tuple[list[dict], list[dict]]:
     """Input and output (name, shape, dtype) read from the runtime, so they match what the device sees."""
-    from edgeprune.backends.ort import ORT_TO_NUMPY
+    from edgeprune.backends import get_backend
 
-    if artifact.suffix == ".onnx":
-        import onnxruntime as ort
-
-        try:
-            sess = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-        except Exception as err:  # ORT raises its own exception types for unreadable models
-            raise ModelLoadError(f"onnxruntime cannot load {artifact.name}: {str(err).splitlines()[0]}",
-                                 hint="pass a valid ONNX file") from None
-        conv = lambda xs: [{"name": x.name, "shape": [d if isinstance(d, int) else str(d) for d in x.shape],
-                            "dtype": ORT_TO_NUMPY.get(x.type, "float32")} for x in xs]
-        return conv(sess.get_inputs()), conv(sess.get_outputs())
-    import openvino as ov
-
-    model = ov.Core().read_model(str(artifact))
-    conv = lambda ports: [{"name": p.get_any_name(), "dtype": p.get_element_type().to_dtype().name,
-                           "shape": [d.get_length() if d.is_static else f"d{i}" for i, d in enumerate(p.get_partial_shape())]}
-                          for p in ports]
-    return conv(model.inputs), conv(model.outputs)
+    runtime = runtime_for(artifact)
+    try:
+        backend = get_backend(runtime).compile(artifact)
+    except ModelLoadError as err:  # the runtime's one line; the hint fits a bundle, not a re-export
+        raise ModelLoadError(err.message, hint=f"pass a valid {artifact.suffix} artifact") from None
+    conv = lambda specs: [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in specs]
+    return conv(backend.input_specs()), conv(backend.output_specs() or [])
 
 
 def probe_inputs(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
@@ -150,7 +147,7 @@ def probe_inputs(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
 
 def reference_outputs(artifact: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     runner = load_runner()
-    cls = runner.OrtSession if artifact.suffix == ".onnx" else runner.OvSession
+    cls = runner.SESSIONS[runtime_for(artifact)]
     try:
         return [np.asarray(o) for o in cls(artifact, None, "fp32").run(feeds)]
     except runner.RunnerError as err:
@@ -176,7 +173,7 @@ def build_manifest(outdir: Path, name: str | None = None, seed: int = 0, atol: f
     if not isinstance(meta, dict):
         raise ConfigError(f"{outdir / 'manifest.json'} is not a JSON object", hint="fix or remove it")
     meta = {k: meta[k] for k in _META_KEYS if k in meta}
-    runnable = [a for a in arts if a["format"] in ("onnx", "openvino")]
+    runnable = [a for a in arts if runtime_for(outdir / a["file"]) is not None]
     source = outdir / (runnable[0]["file"] if runnable else arts[0]["file"])
     if runnable:
         inputs, outputs = _io_specs(source)
@@ -195,7 +192,7 @@ def build_manifest(outdir: Path, name: str | None = None, seed: int = 0, atol: f
     if runnable:
         feeds = probe_inputs(inputs, seed)
         refs = reference_outputs(source, feeds)
-        probe["computed_with"] = {"runtime": "onnxruntime" if source.suffix == ".onnx" else "openvino", "artifact": source.name}
+        probe["computed_with"] = {"runtime": runtime_for(source), "artifact": source.name}
         for kind, arrays, names in (("input", list(feeds.values()), list(feeds)), ("output", refs, [o["name"] for o in outputs])):
             for i, (arr, n) in enumerate(zip(arrays, names)):
                 buf = io.BytesIO()

@@ -25,6 +25,7 @@ from edgeprune.measurement.timing import (  # noqa: F401  (re-exported: edgeprun
     peak_rss_mb,
     random_inputs,
 )
+from edgeprune.backends import DEFAULT
 
 
 def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
@@ -73,7 +74,7 @@ def _lead_dim(feeds: Mapping[str, np.ndarray]) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
-def benchmark(model_or_path, backend: str = "onnxruntime", inputs=None, *, warmup: int = 20, iters: int | None = 200,
+def benchmark(model_or_path, backend: str = DEFAULT, inputs=None, *, warmup: int = 20, iters: int | None = 200,
               seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int | None = None,
               options=None, input_shapes=None, name: str | None = None, profile=None) -> BenchResult:
     """Benchmark a model (module, model spec, .onnx/.xml/.pt2 path) on one runtime; see `edgeprune.measurement.session`."""

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from edgeprune.backends import DEFAULT
 from edgeprune.errors import ConfigError
 
 
@@ -194,7 +195,7 @@ def open_table(profile: str, runtime: str, threads: int | None = None, fresh: bo
     return table
 
 
-def measure_layers(shapes: Iterable[LayerShape], runtime: str = "onnxruntime", *, profile: str = "host",
+def measure_layers(shapes: Iterable[LayerShape], runtime: str = DEFAULT, *, profile: str = "host",
                    threads: int | None = None, iters: int = 30, rounds: int = 3, table: LatencyTable | None = None,
                    save: bool = True, fresh: bool = False) -> LatencyTable:
     """Time each shape alone on `runtime` (p50 seconds); shapes already in the cache are not re-timed

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from edgeprune.backends import BackendOptions, get_backend
+from edgeprune.backends import DEFAULT, BackendOptions, get_backend
 from edgeprune.errors import ConfigError
 from edgeprune.models import LoadedModel, load_model
 
@@ -30,7 +30,7 @@ def _as_loaded(model: Any, input_shapes: Sequence[str] | None, batch: int) -> Lo
     return load_model(model, input_shapes, batch=batch)
 
 
-def open_session(model: Any, backend: str = "onnxruntime", *, threads: int | None = None, batch: int = 1,
+def open_session(model: Any, backend: str = DEFAULT, *, threads: int | None = None, batch: int = 1,
                  options: BackendOptions | None = None, input_shapes: Sequence[str] | None = None,
                  profile: Any = None) -> tuple[str, Any]:
     """Return (label, compiled backend) for `model` on `backend`."""
@@ -45,7 +45,7 @@ def open_session(model: Any, backend: str = "onnxruntime", *, threads: int | Non
     path = Path(str(model)) if isinstance(model, (str, Path)) else None
     if path is not None and path.suffix in ARTIFACT_SUFFIXES:
         if session.name == "torch":
-            raise ConfigError(f"the torch backend cannot run {path.name}", hint="use --backend onnxruntime or openvino")
+            raise ConfigError(f"the torch backend cannot run {path.name}", hint=f"use a runtime that loads it, e.g. --backend {DEFAULT}")
         if not path.is_file():
             from edgeprune.errors import ModelLoadError
 

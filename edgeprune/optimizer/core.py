@@ -70,11 +70,12 @@ class OptimizeResult:
     max_drop: float | None = None  # the drop limit the run used (config's, or the metric's default)
     calib_data: Any = None  # the CalibrationData compensation used: apply_plan(plan, model, inputs, calib=it) reproduces
 
-    def save(self, outdir: str | Path, *, openvino: bool = True) -> Path:
-        """Write the output folder (plan.json, model.onnx, model.xml/.bin, report.json/md/html) atomically."""
+    def save(self, outdir: str | Path, *, convert: bool = True) -> Path:
+        """Write the output folder atomically: plan.json, model.onnx, the model in each installed runtime's own
+        format (model.xml/.bin for OpenVINO), report.json/md/html. convert=False writes the ONNX file only."""
         from edgeprune.report.optimize import write_outdir
 
-        return write_outdir(self, outdir, self.plan.model, openvino=openvino)
+        return write_outdir(self, outdir, self.plan.model, convert=convert)
 
     @property
     def prediction_error(self) -> float | None:

@@ -14,14 +14,12 @@ from edgeprune.optimizer.config import OptimizeConfig
 from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
                                      _joint_cost, _layer_costs, _measure_against_dense, _plan_groups,
                                      _touches_convs, apply_plan)
+from edgeprune.backends import measurable_here
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.attention import decide_attention, with_layers
 from edgeprune.optimizer.shapes import group_layers, record_shapes
 from edgeprune.measurement.latency import WholeModelFit
 from edgeprune.optimizer.planner import Plan, build_plan, choose_pattern, fill_budget
-
-MEASURABLE = ("onnxruntime", "openvino")
-
 
 def _resolve_profile(profile: Any):
     if isinstance(profile, (str, Path)):
@@ -35,13 +33,13 @@ def _resolve_profile(profile: Any):
 def _pick_runtime(profile, runtime: str | None, on_host: bool) -> str:
     if runtime:
         return runtime
-    from edgeprune.backends import availability
+    from edgeprune.backends import DEFAULT, availability, measurable_here
 
     installed = [n for n, why in availability().items() if why is None]
     chosen = profile.preferred_runtime(installed) if hasattr(profile, "preferred_runtime") else None
-    if on_host and chosen not in MEASURABLE:
-        chosen = "onnxruntime"
-    return chosen or "onnxruntime"
+    if on_host and chosen not in measurable_here():
+        chosen = DEFAULT  # this host times only CPU runtimes: a GPU runtime's plan could not be measured here
+    return chosen or DEFAULT
 
 
 def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, threads, say):
@@ -228,7 +226,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     speedup, latency_ms, macs_ratio, max_drop = config.speedup, config.latency_ms, config.macs_ratio, job.max_drop
     profile, on_host = _resolve_profile(config.profile)
     runtime = _pick_runtime(profile, config.runtime, on_host)
-    measured = on_host and runtime in MEASURABLE
+    measured = on_host and runtime in measurable_here()
     model = model.eval()
     # decided first (a bad value fails before any measuring), on the dense layer shape (see optimize/attention.py)
     attention_record = decide_attention(model, example_inputs, config.attention, profile=profile, runtime=runtime,

@@ -181,7 +181,7 @@ def preprocess(onnx_in: Path, onnx_out: Path) -> str:
             return f"onnx shape inference + optimisation (symbolic failed: {type(first).__name__})"
         except Exception as err:
             raise ExportError(f"ORT quantization pre-processing failed on {onnx_in.name}: {type(err).__name__}: {err}",
-                              hint="check the model runs on onnxruntime, or pass preprocess=False") from err
+                              hint="check the model runs on ONNX Runtime, or pass preprocess=False") from err
 
 
 def _qtype(name: str):
@@ -278,6 +278,11 @@ def to_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> dict[str
     with atomic_path(onnx_out, suffix=".onnx") as out:
         onnx.save(half, str(out))
     return {"mode": "fp16", "keep_io_types": True}
+
+
+def int8_config(method: str, dynamic: bool, weights_only: str | None):
+    """Capabilities.int8_config entry: the config `edgeprune quantize`'s options ask for."""
+    return OrtQuantConfig(mode="dynamic" if dynamic else "static", method=method)
 
 
 def int8_artifact(job):

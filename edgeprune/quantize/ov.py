@@ -64,8 +64,10 @@ class OvQuantConfig:
 def require_nncf() -> None:
     import importlib.util
 
-    if importlib.util.find_spec("openvino") is None:
-        raise BackendUnavailable("OpenVINO INT8 needs openvino", hint="pip install 'edgeprune[openvino]'")
+    from edgeprune.backends.ov import OpenVINOBackend
+
+    if importlib.util.find_spec(OpenVINOBackend.package) is None:
+        raise BackendUnavailable(f"OpenVINO INT8 needs {OpenVINOBackend.package}", hint=OpenVINOBackend.how_to_install())
     if importlib.util.find_spec("nncf") is None:
         raise BackendUnavailable("OpenVINO INT8 needs NNCF", hint="pip install nncf")
 
@@ -208,6 +210,11 @@ def _save(model, xml_out: str | os.PathLike, info: dict[str, Any], fp16: bool = 
         os.replace(tmp.with_suffix(".bin"), xml_out.with_suffix(".bin"))
     info["fake_quantize_ops"] = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     return info
+
+
+def int8_config(method: str, dynamic: bool, weights_only: str | None):
+    """Capabilities.int8_config entry: the config `edgeprune quantize`'s options ask for."""
+    return OvQuantConfig(weight_compression=weights_only)
 
 
 def int8_artifact(job):

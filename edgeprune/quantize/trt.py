@@ -76,8 +76,13 @@ def check_trt_qdq(path: str | os.PathLike) -> dict[str, int]:
     if problems:
         raise ExportError(f"{Path(path).name} is not a TensorRT-compatible Q/DQ model: " + "; ".join(problems[:5])
                           + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
-                          hint="quantize with the tensorrt backend settings (symmetric int8, float bias)")
+                          hint="quantize with TrtQdqConfig, the TensorRT settings (symmetric int8, float bias)")
     return {"quantize_linear": n_q, "dequantize_linear": n_dq, "int8_weights": n_weights}
+
+
+def int8_config(method: str, dynamic: bool, weights_only: str | None):
+    """Capabilities.int8_config entry: the config `edgeprune quantize`'s options ask for."""
+    return TrtQdqConfig(method=method)
 
 
 def int8_artifact(job):

@@ -48,20 +48,27 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
     return doc
 
 
-def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, openvino: bool = True) -> Path:
+def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, convert: bool = True) -> Path:
+    """plan.json, model.onnx, the model in every installed runtime's own format (OpenVINO IR: model.xml/.bin),
+    report.json/md/html, written into a temporary folder that replaces `outdir` only when complete."""
     from edgeprune.report.html import write_report
 
     outdir = Path(outdir)
     with atomic_dir(outdir) as tmp:
         (tmp / "plan.json").write_text(result.plan.to_json())
         shutil.copy(result.onnx_path, tmp / "model.onnx")
-        if openvino:
-            from edgeprune.backends import get_backend_class
-
-            if get_backend_class("openvino").available():
-                from edgeprune.exporter import export_openvino
-
-                export_openvino(tmp / "model.onnx", tmp / "model.xml")
+        if convert:
+            _write_conversions(tmp / "model.onnx")
         (tmp / "report.json").write_text(json.dumps(report_doc(result, model_name), indent=2, default=str))
         write_report(tmp, tmp)
     return outdir
+
+
+def _write_conversions(onnx_path: Path) -> None:
+    """model.<suffix> for each available backend whose runtime loads its own format, each validated on it."""
+    from edgeprune.backends import backend_classes
+    from edgeprune.exporter import convert
+
+    for cls in backend_classes():
+        if cls.converts_onnx and cls.available():
+            convert(onnx_path, onnx_path.with_suffix(cls.capabilities.artifact_suffix), cls.name)

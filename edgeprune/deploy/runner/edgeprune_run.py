@@ -34,6 +34,9 @@ RESULTS_SCHEMA = "edgeprune.device-results/1"
 MANIFEST = "manifest.json"
 # Which runtimes can run each artifact format, best first; pip package of each runtime.
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
+# The artifact formats a bundle carries, by file suffix, and the files each one needs beside it.
+FORMAT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+COMPANIONS = {".xml": (".bin",)}
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "numpy": "numpy"}
 
 
