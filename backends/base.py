@@ -10,11 +10,14 @@ import abc
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from edgeprune.errors import BackendUnavailable, EdgepruneError, ModelLoadError
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +253,7 @@ class Backend(abc.ABC):
         return []
 
     # -- lifecycle --------------------------------------------------------------------
-    def compile(self, model_path: str | Path | Any, profile: Any = None) -> "Backend":
+    def compile(self, model_path: str | Path | Any, profile: DeviceProfile | None = None) -> "Backend":
         """Load/compile the artifact for this runtime; records compile_time_s. Returns self."""
         import psutil
 
@@ -273,7 +276,7 @@ class Backend(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def _load(self, model_path: Any, profile: Any) -> None: ...
+    def _load(self, model_path: Any, profile: DeviceProfile | None) -> None: ...
 
     @abc.abstractmethod
     def input_specs(self) -> list[TensorSpec]: ...

@@ -10,11 +10,14 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgeprune.backends.base import Backend, Capabilities, HostView, LayerInfo, SparseLayer, TensorSpec, dense_rule
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 ORT_TO_NUMPY = {
@@ -105,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
             so.profile_file_prefix = profile_prefix
         return so
 
-    def _load(self, model_path: Any, profile: Any) -> None:
+    def _load(self, model_path: Any, profile: DeviceProfile | None) -> None:
         import onnxruntime as ort
 
         self._path = os.fspath(model_path)

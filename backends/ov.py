@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgeprune.backends.base import (Backend, Capabilities, HostFacts, HostView, LayerInfo, SparseLayer, TensorSpec,
                                      dense_rule)
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -138,7 +141,7 @@ class OpenVINOBackend(Backend):
         model = core.read_model(self._path)
         return core.compile_model(model, self._device(), self.config(perf_count))
 
-    def _load(self, model_path: Any, profile: Any) -> None:
+    def _load(self, model_path: Any, profile: DeviceProfile | None) -> None:
         self._path = os.fspath(model_path)
         self.compiled = self._compile()
         self.request = self.compiled.create_infer_request()

@@ -1,12 +1,15 @@
 """PyTorch backend: eager or torch.compile, CPU or CUDA. The numerical reference for every other runtime."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgeprune.backends.base import (GPU_EVIDENCE, GPU_PAYS_FROM, Backend, Capabilities, HostFacts, HostView, LayerInfo,
                                      SparseLayer, TensorSpec, nvidia_24_default, nvidia_24_rule)
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 # torch.sparse semi-structured minimum/multiple (rows, cols) of the dense weight, per dtype
 SEMI_SHAPE = {"float16": (32, 64), "bfloat16": (32, 64), "int8": (32, 128), "float32": (32, 32)}
@@ -66,7 +69,7 @@ class TorchBackend(Backend):
     def why_unavailable(cls) -> str | None:
         return None  # torch is a core dependency
 
-    def _load(self, model_path: Any, profile: Any) -> None:
+    def _load(self, model_path: Any, profile: DeviceProfile | None) -> None:
         import torch
 
         from edgeprune.models import LoadedModel, load_model

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from edgeprune.backends.trt_logic import (  # noqa: F401  (re-exported: the back
     timing_cache_path,
 )
 from edgeprune.errors import BackendUnavailable, BenchmarkError, ConfigError, ExportError, ModelLoadError
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 log = logging.getLogger("edgeprune.tensorrt")
 MIN_MAJOR = 10
@@ -140,7 +143,7 @@ class TensorRTBackend(Backend):
         return None
 
     # -- build / load -------------------------------------------------------------------
-    def _load(self, model_path: Any, profile: Any) -> None:
+    def _load(self, model_path: Any, profile: DeviceProfile | None) -> None:
         import torch
 
         if not isinstance(model_path, (str, os.PathLike)):
@@ -185,7 +188,7 @@ class TensorRTBackend(Backend):
                 log.warning("TensorRT rejected the timing cache %s (other device/version?): starting an empty one", path)
                 config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
-    def _build(self, onnx_path: Path, profile: Any) -> None:
+    def _build(self, onnx_path: Path, profile: DeviceProfile | None) -> None:
         import tensorrt as trt
 
         self.eligibility = check_sparse_eligibility(onnx_path)

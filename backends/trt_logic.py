@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 
 from edgeprune.backends.base import BackendOptions, LayerInfo
@@ -21,6 +21,9 @@ from edgeprune.errors import ConfigError
 
 from edgeprune.backends.trt_onnx import (  # noqa: F401  (re-exported: part of this module's public API)
     SPARSE_OPS, LayerSparsity, _load_onnx, check_sparse_eligibility, onnx_inputs, onnx_precision)
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 DEFAULTS = {"batch": 1, "max_batch": 32, "seq_len": 128, "max_seq_len": 512, "workspace_mb": 1024}
 _ELIGIBLE_RE = re.compile(r"\(Sparsity\)\s*Layers eligible for sparse math:\s*(.*)$")
 _PICKED_RE = re.compile(r"\(Sparsity\)\s*TRT inference plan picked sparse implementation for layers:\s*(.*)$")
@@ -135,18 +138,14 @@ def shape_profiles(inputs: Sequence[tuple[str, tuple[int | str, ...]]], extra: M
     return tuple(out)
 
 
-def _verdict(profile: Any) -> tuple[str, str]:
+def _verdict(profile: DeviceProfile | None) -> tuple[str, str]:
     if profile is None:
         return "yes", "no device profile: assuming an Ampere-or-newer NVIDIA GPU (2:4 sparse tensor cores)"
-    label = getattr(profile, "name", None) or type(profile).__name__
-    try:
-        verdict, reason = profile.accelerates("tensorrt", "2:4")
-    except Exception as err:  # a profile that does not know tensorrt: say so rather than guess
-        return "no", f"profile {label} gave no verdict for tensorrt 2:4 ({type(err).__name__}: {err})"
-    return str(verdict), f"profile {label}: {reason}"
+    verdict, reason = profile.accelerates("tensorrt", "2:4")  # a device without it answers "no", with the reason
+    return str(verdict), f"profile {profile.name}: {reason}"
 
 
-def plan_build(onnx_path: Any, options: BackendOptions | None = None, profile: Any = None, *,
+def plan_build(onnx_path: Any, options: BackendOptions | None = None, profile: DeviceProfile | None = None, *,
                trt_version: str | None = None, gpu_name: str | None = None,
                eligibility: Sequence[LayerSparsity] | None = None) -> BuildPlan:
     """All builder settings for `onnx_path`. kSPARSE_WEIGHTS is set only when the profile says 2:4 is
@@ -220,7 +219,7 @@ def plan_build(onnx_path: Any, options: BackendOptions | None = None, profile: A
     elif cache:
         cache_path = str(cache)
     else:
-        cache_path = str(timing_cache_path(getattr(profile, "name", None) or "generic", trt_version or "unknown",
+        cache_path = str(timing_cache_path(profile.name if profile is not None else "generic", trt_version or "unknown",
                                            gpu_name or "unknown"))
 
     workspace = _int(extra, "workspace_mb") * 2**20

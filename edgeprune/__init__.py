@@ -2,6 +2,7 @@
 
 Public API (imported lazily so `import edgeprune` pulls in no runtime):
     ep.load_profile(name)            device profiles (hw_profiles/*.yaml, "host" = probed)
+    ep.target(name, runtime=)        a Target: that profile + the runtime it runs there + its capabilities
     ep.load_model(spec)              model specs: module:factory, file.py:factory, HF folder, .pt2, .onnx
     ep.export(model, inputs, path)   validated ONNX export (and OpenVINO IR)
     ep.benchmark(model_or_path, backend=...)  latency statistics on a real runtime
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it; resolved on first attribute access
 _LAZY = {
     "load_profile": "edgeprune.targets.profiles",
+    "target": "edgeprune.targets.target",
+    "Target": "edgeprune.targets.target",
     "list_profiles": "edgeprune.targets.profiles",
     "DeviceProfile": "edgeprune.targets.profiles",
     "probe_host": "edgeprune.targets.probe",

@@ -121,3 +121,25 @@ def interruptible_popen(cmd, **kwargs):
     import subprocess
 
     return subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+
+
+def make_target(name: str = "host", runtime: str = "onnxruntime", multiple: int = 8, nm: str = "no",
+                reason: str = "runs sparse weights dense", kind: str = "cpu", precisions=("fp32", "fp16", "int8")):
+    """A real Target on a small, valid device profile: `runtime` with channel multiple `multiple` and a 2:4 verdict
+    `nm` ("yes" | "memory-only" | "no"). name "host" makes it this machine (plans are measured, not estimated)."""
+    from edgeprune.targets.profiles import profile_from_text
+    from edgeprune.targets.target import Target
+
+    text = f"""
+name: {name}
+vendor: test
+kind: {kind}
+description: a test device
+runtimes: [{{name: {runtime}, devices: [{"gpu" if kind == "gpu" else "cpu"}]}}]
+precisions: [{", ".join(precisions)}]
+patterns:
+  {runtime}:
+    channel: {{multiple: {multiple}, source: test, confidence: D}}
+    nm: {{n: 2, m: 4, accelerated: "{nm}", reason: "{reason}", source: test, confidence: D}}
+"""
+    return Target(profile_from_text(text, "test profile"), runtime)

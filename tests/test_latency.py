@@ -98,9 +98,10 @@ def test_whole_model_fit_needs_a_measurement():
 
 def test_cpu_profile_without_peak_gets_a_relative_mac_model():
     from edgeprune.measurement.latency import roofline_for
+    from edgeprune.targets.target import target
     from edgeprune.targets.profiles import load_profile
 
-    roof = roofline_for(load_profile("rpi5"), "fp32", "onnxruntime")  # no sourced clock -> no peak figure
+    roof = roofline_for(target("rpi5", runtime="onnxruntime"), "fp32")  # no sourced clock -> no peak figure
     assert roof.relative
     small, big = LayerShape(128, 384, 384), LayerShape(128, 384, 1536)
     assert roof.layer_s(big) / roof.layer_s(small) == pytest.approx(4.0)  # cost follows MACs

@@ -5,25 +5,13 @@ import json
 
 import pytest
 import torch
+from conftest import make_target
 from torch import nn
 
 from edgeprune.errors import ConfigError
 from edgeprune.optimizer import OptimizeConfig, apply_plan, optimize
 from edgeprune.recover import RecoverConfig
 from edgeprune.optimizer.planner import Plan
-
-
-class HostProfile:
-    name = "host"
-
-    def channel_multiple(self, runtime=None, precision="fp32"):
-        return 8
-
-    def accelerates(self, runtime, pattern):
-        return "no", "ONNX Runtime CPU runs sparse weights dense"
-
-    def preferred_runtime(self, installed):
-        return "onnxruntime"
 
 
 class WideMLP(nn.Module):
@@ -49,7 +37,7 @@ def _model():
 def _run(evaluate=None, **kw):
     model, inputs = _model()
     calib = [(torch.randn(256, 64, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
-    args = dict(profile=HostProfile(), runtime="onnxruntime", speedup=1.5, threads=1, iters=20, rounds=3,
+    args = dict(profile=make_target("host", multiple=8, reason="ONNX Runtime CPU runs sparse weights dense"), speedup=1.5, threads=1, iters=20, rounds=3,
                 recover=RecoverConfig(mode="off"))
     args.update(kw)
     return model, inputs, calib, optimize(model, inputs, OptimizeConfig(**args), calib=calib, evaluate=evaluate)

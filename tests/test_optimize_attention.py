@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import make_target
 
 from edgeprune.attention import AttentionSparsityConfig, attention_layers
 from edgeprune.attention.latency import AttentionShape, estimate_attention
@@ -16,23 +17,13 @@ from edgeprune.optimizer.planner import Plan
 from edgeprune.recover import RecoverConfig
 
 
-class Target:
-    """A profile that is not this machine: no measurement, the analytic estimate decides."""
-
-    name = "target"
-
-    def channel_multiple(self, runtime=None, precision="fp32"):
-        return 1
-
-    def accelerates(self, runtime, pattern):
-        return "no", "dense runtime"
-
-    def preferred_runtime(self, installed):
-        return "onnxruntime"
+def Target():
+    """A device that is not this machine: no measurement, the analytic estimate decides."""
+    return make_target("target", multiple=1, reason="dense runtime")
 
 
-class Host(Target):
-    name = "host"
+def Host():
+    return make_target("host", multiple=1, reason="dense runtime")
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +61,7 @@ def test_estimate_pays_at_2048_not_at_128():
 @pytest.mark.parametrize("profile, measured", [(Target(), False), (Host(), True)])
 def test_auto_at_short_sequence_is_not_applied(profile, measured):
     model, inputs, _ = _bert(seq=32, batch=1)
-    rec = decide_attention(model, inputs, "auto", profile=profile, runtime="onnxruntime", measured=measured, threads=1)
+    rec = decide_attention(model, inputs, "auto", profile, measured=measured, threads=1)
     assert rec["applied"] is False and rec["source"] == ("measured" if measured else "estimate")
     assert (rec["seq"], rec["heads"], rec["head_dim"], rec["blocks"], rec["kept_blocks"]) == (32, 4, 8, 1, 1)
     if not measured:  # a measured saving of two near-equal layers is noise; applied=False is structural here
@@ -86,7 +77,7 @@ def test_auto_at_short_sequence_is_not_applied(profile, measured):
 def test_forced_config_applies_after_head_pruning_and_plan_reproduces():
     model, inputs, calib = _bert(seq=64)
     cfg = AttentionSparsityConfig(density=0.25, block_size=16, window=0, global_tokens=0)  # 4 blocks, 1 kept
-    config = OptimizeConfig(profile=Target(), runtime="onnxruntime", speedup=1.5, max_drop=100.0, attention=cfg,
+    config = OptimizeConfig(profile=Target(), speedup=1.5, max_drop=100.0, attention=cfg,
                             recover=RecoverConfig(mode="off"))
     held = [(torch.randint(0, 64, (8, 64), generator=torch.Generator().manual_seed(9)), torch.ones(8, 64, dtype=torch.long))]
     result = optimize(model, inputs, config, calib=calib, eval_data=held, input_names=["input_ids", "attention_mask"])
@@ -110,6 +101,6 @@ def test_forced_config_applies_after_head_pruning_and_plan_reproduces():
 def test_bad_attention_value_is_one_line():
     model, inputs, _ = _bert(seq=32, batch=1)
     with pytest.raises(ConfigError, match="attention must be 'auto', 'off'") as err:
-        decide_attention(model, inputs, "sometimes", profile=Target(), runtime="onnxruntime", measured=False)
+        decide_attention(model, inputs, "sometimes", Target(), measured=False)
     assert "\n" not in str(err.value)
-    assert decide_attention(model, inputs, "off", profile=Target(), runtime="onnxruntime", measured=False)["applied"] is False
+    assert decide_attention(model, inputs, "off", Target(), measured=False)["applied"] is False

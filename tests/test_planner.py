@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import make_target
 
 from edgeprune.errors import ConfigError
 from edgeprune.optimizer.planner import GroupOption, Plan, build_plan, choose_pattern, fill_budget, plan_widths
@@ -73,19 +74,12 @@ def test_plan_json_round_trip_and_validation(tmp_path):
         Plan.from_json(json.dumps(d))
 
 
-class FakeProfile:
-    def __init__(self, verdict):
-        self.verdict = verdict
-
-    def accelerates(self, runtime, pattern):
-        return self.verdict, "because"
-
-
 def test_never_a_pattern_the_runtime_does_not_accelerate():
-    assert choose_pattern(FakeProfile("no"), "onnxruntime", "int8")[0] == "dense"
-    assert choose_pattern(FakeProfile("memory-only"), "openvino", "int8")[0] == "dense"
-    assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp32")[0] == "dense"
-    assert choose_pattern(FakeProfile("yes"), "tensorrt", "fp16")[0] == "2:4"
+    t = lambda runtime, verdict, kind="cpu": make_target("dev", runtime, nm=verdict, reason="because", kind=kind)
+    assert choose_pattern(t("onnxruntime", "no"), "int8")[0] == "dense"
+    assert choose_pattern(t("openvino", "memory-only"), "int8")[0] == "dense"
+    assert choose_pattern(t("tensorrt", "yes", "gpu"), "fp32")[0] == "dense"
+    assert choose_pattern(t("tensorrt", "yes", "gpu"), "fp16")[0] == "2:4"
 
 
 def test_joint_total_stops_double_counting_shared_layers():

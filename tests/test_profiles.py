@@ -169,12 +169,13 @@ def test_channel_multiple_and_runtime_choice():
 def test_other_modules_can_use_a_profile():
     from edgeprune.measurement.latency import roofline_for
     from edgeprune.optimizer.planner import choose_pattern
+    from edgeprune.targets.target import target
 
-    roof = roofline_for(load_profile("a100-sxm"), "fp16", "tensorrt")
+    roof = roofline_for(target("a100-sxm", runtime="tensorrt"), "fp16")
     assert roof.peak_ops == pytest.approx(312e12) and roof.bandwidth == pytest.approx(2039e9)
     assert roof.channel_multiple == 64
-    assert choose_pattern(load_profile("h100-sxm"), "tensorrt", "fp16")[0] == "2:4"
-    assert choose_pattern(load_profile("xeon-spr"), "onnxruntime", "int8")[0] == "dense"
+    assert choose_pattern(target("h100-sxm", runtime="tensorrt"), "fp16")[0] == "2:4"
+    assert choose_pattern(target("xeon-spr", runtime="onnxruntime"), "int8")[0] == "dense"
 
 
 # -- malformed profiles ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import edgeprune as ep
-from conftest import make_cnn, make_encoder, make_mlp
+from conftest import make_cnn, make_encoder, make_mlp, make_target
 from edgeprune.errors import ConfigError, PruningError
 from edgeprune.pruning.graph import channel_groups
 from pruning_models import make_concat, make_ir
@@ -29,7 +29,7 @@ def _out(model, x):
 # -- config -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs", [{"ratio": 1.0}, {"ratio": -0.1}, {"per_layer": {"stem.*": 1.5}},
                                     {"importance": "bogus"}, {"unit": "rows"}, {"round_to": 0}, {"min_keep": 0},
-                                    {"scope": "everywhere"}, {"profile": object()}])
+                                    {"scope": "everywhere"}, {"target": object()}])
 def test_bad_config_raises(kwargs):
     with pytest.raises(ConfigError):
         ep.StructuredConfig(**kwargs)
@@ -147,14 +147,9 @@ def test_taylor_with_loss_and_global_scope():
     assert _out(pruned, x).shape == (2, 10)
 
 
-class _Profile:
-    def channel_multiple(self, runtime=None, precision="fp32"):
-        return 8
-
-
 def test_round_to_and_profile():
     model, x = make_ir()
-    for cfg in (ep.StructuredConfig(ratio=0.3, round_to=8), ep.StructuredConfig(ratio=0.3, profile=_Profile())):
+    for cfg in (ep.StructuredConfig(ratio=0.3, round_to=8), ep.StructuredConfig(ratio=0.3, target=make_target(multiple=8))):
         pruned = ep.prune(model, x, cfg, calib=_calib(x, 16))
         assert pruned.expand[0].out_channels % 8 == 0 and pruned.expand[0].out_channels < 64
 

@@ -192,9 +192,11 @@ def test_mismatched_or_missing_calibration_is_a_clear_error(cnn, tmp_path):
 
 
 def test_default_precision_from_profile():
-    class P:
-        def __init__(self, kind, isa=(), precisions=()):
-            self.kind, self.isa_features, self.precisions = kind, list(isa), list(precisions)
+    from edgeprune.targets.profiles import load_profile
+
+    def P(kind, isa=(), precisions=("fp32", "fp16", "int8")):  # a shipped profile with its kind/ISA/precisions replaced
+        base = load_profile({"npu": "intel-npu-3720", "gpu": "a100-sxm"}.get(kind, "xeon-spr"))
+        return base.model_copy(update={"kind": kind, "isa_features": tuple(isa), "precisions": tuple(precisions)})
 
     assert default_precision(P("npu")) == "int8"
     assert default_precision(P("gpu", precisions=["fp32", "fp16", "int8"])) == "fp16"
@@ -202,7 +204,8 @@ def test_default_precision_from_profile():
     assert default_precision(P("cpu", ["avx2", "amx_int8"])) == "int8"
     assert default_precision(P("cpu", ["neon", "asimddp"])) == "int8"
     assert default_precision(P("cpu", ["avx2", "fma"])) == "fp32"  # no int8 dot products: opt-in only
-    assert default_precision({"kind": "gpu", "precisions": ["fp32", "int8"]}) == "int8"  # the profile's list wins
+    assert default_precision(P("gpu", precisions=["fp32", "int8"])) == "int8"  # the profile's list wins
+    assert default_precision(load_profile("xeon-spr")) == "int8"  # a real one: AMX/VNNI
 
 
 def test_cli_quantize(cnn, tmp_path):

@@ -246,15 +246,11 @@ def test_plan_opt_out_and_every_failing_reason(dense_onnx):
         plan_build(dense_onnx, BackendOptions(extra={"sparsity": "force"}))
 
 
-def test_plan_profile_that_raises_is_a_no(sparse_onnx):
-    class Broken:
-        name = "broken"
+def test_plan_on_a_profile_without_tensorrt_is_a_no(sparse_onnx):
+    from edgeprune.targets.profiles import load_profile
 
-        def accelerates(self, runtime, pattern):
-            raise KeyError(runtime)
-
-    plan = plan_build(sparse_onnx, BackendOptions(precision="fp16"), Broken())
-    assert not plan.sparse_weights and "profile broken gave no verdict" in plan.sparse_reason
+    plan = plan_build(sparse_onnx, BackendOptions(precision="fp16"), load_profile("xeon-spr"))
+    assert not plan.sparse_weights and "tensorrt is not a runtime of xeon-spr" in plan.sparse_reason
 
 
 def test_plan_strongly_typed_fp16_and_qdq(tmp_path):

@@ -53,6 +53,20 @@ def write_conversions(onnx_path: str, paths: dict[str, str], reference, atol: fl
     return reports
 
 
+def target_or_none(profile: str | None, runtime: str | None):
+    """The Target --profile and --runtime name (None without --profile; --runtime alone is refused)."""
+    from edgeprune.errors import ConfigError
+
+    if not profile:
+        if runtime:
+            raise ConfigError(f"--runtime {runtime} needs --profile (the device it runs on)",
+                              hint=f"add --profile host (this machine) or a device: --profile xeon-spr --runtime {runtime}")
+        return None
+    from edgeprune.targets.target import target
+
+    return target(profile, runtime=runtime)
+
+
 def profile_or_none(name: str | None):
     """The DeviceProfile a --profile option names, or None when it was not given (prune, quantize, sparsify)."""
     if not name:

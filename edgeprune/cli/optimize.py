@@ -127,7 +127,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
 
     from edgeprune.models import load_model
     from edgeprune.optimizer import OptimizeConfig, optimize
-    from edgeprune.targets.profiles import load_profile
+    from edgeprune.targets.target import target
 
     if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
         raise ConfigError(f"--bundle {bundle_path} must end in .tar.gz", hint="e.g. --bundle model.tar.gz")
@@ -140,7 +140,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     # cheap checks first: a bad option or profile is refused before the model and data are read
     recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, steps=recover_steps, seed=seed, checkpoint_dir=checkpoint_dir,
                             resume=bool(resume_dir))
-    config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=load_profile(profile),
+    config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=target(profile, runtime),
                             runtime=runtime, metric=metric, max_drop=max_drop, recover=recover,
                             importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     evaluate = _load_eval(eval_spec)

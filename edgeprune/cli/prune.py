@@ -56,6 +56,8 @@ def _check_options(output: str, onnx_path: str | None, targets: dict[str, str], 
 @click.option("--no-compensate", is_flag=True, help="Skip the least-squares refit of consumer layers.")
 @click.option("--round-to", type=int, help="Round kept widths to this channel multiple.")
 @click.option("--profile", "profile_name", help="Device profile whose channel multiple kept widths are rounded to.")
+@click.option("--runtime", help="Runtime the model will run on there (default: the first of the device's runtimes "
+                                "installed here); widths are aligned for it.")
 @click.option("--ignore", multiple=True, metavar="NAME", help="Module name or glob to leave untouched (repeat).")
 @click.option("--strict", is_flag=True, help="Fail on a layer pruning cannot handle instead of leaving it whole.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="SPEC", help="Input shape, e.g. 1x3x224x224 (repeat per input).")
@@ -63,12 +65,12 @@ def _check_options(output: str, onnx_path: str | None, targets: dict[str, str], 
 @click.option("--export", "onnx_path", type=click.Path(dir_okay=False), help="Also export the pruned model to validated ONNX.")
 @conversion_options
 def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_path, train_path, recover_mode, recover_minutes,
-              metric, max_drop, n_calib, no_compensate, round_to, profile_name, ignore, strict, input_shapes, seq_len, onnx_path,
+              metric, max_drop, n_calib, no_compensate, round_to, profile_name, runtime, ignore, strict, input_shapes, seq_len, onnx_path,
               **options):
     """Structured pruning of MODEL with compensation; writes a physically smaller model."""
     import time
 
-    from edgeprune.cli.common import console, conversions, profile_or_none, stage
+    from edgeprune.cli.common import console, conversions, stage, target_or_none
     from edgeprune.measurement.counting import count
     from edgeprune.cli.data import ReadOptions, held_out_score, read_sets
     from edgeprune.models import load_model
@@ -79,9 +81,9 @@ def prune_cmd(model, output, ratio, unit, importance, scope, calib_path, eval_pa
     if train_path and not eval_path:
         raise ConfigError("--train needs --eval-data: recovery is verified on held-out data",
                           hint="add --eval-data DATA (samples neither --calib nor --train holds)")
-    profile = profile_or_none(profile_name)
+    tgt = target_or_none(profile_name, runtime)
     config = StructuredConfig(ratio=ratio, unit=unit, importance=importance, scope=scope, compensate=not no_compensate,
-                              round_to=round_to, profile=profile, ignore=tuple(ignore), n_calib=n_calib, strict=strict)
+                              round_to=round_to, target=tgt, ignore=tuple(ignore), n_calib=n_calib, strict=strict)
     with stage(f"loading {model}"):
         loaded = load_model(model, input_shapes, seq_len=seq_len)
     if loaded.module is None:

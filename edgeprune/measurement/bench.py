@@ -5,7 +5,7 @@ that backends can time themselves without an import cycle; they are re-exported 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from edgeprune.measurement.timing import (  # noqa: F401  (re-exported: edgeprun
     random_inputs,
 )
 from edgeprune.backends import DEFAULT
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 
 def _result(name: str, backend, timing: Timing, batch: int) -> BenchResult:
@@ -76,7 +79,7 @@ def _lead_dim(feeds: Mapping[str, np.ndarray]) -> int:
 
 def benchmark(model_or_path, backend: str = DEFAULT, inputs=None, *, warmup: int = 20, iters: int | None = 200,
               seconds: float | None = None, rounds: int = 5, threads: int | None = None, batch: int | None = None,
-              options=None, input_shapes=None, name: str | None = None, profile=None) -> BenchResult:
+              options=None, input_shapes=None, name: str | None = None, profile: DeviceProfile | None = None) -> BenchResult:
     """Benchmark a model (module, model spec, .onnx/.xml/.pt2 path) on one runtime; see `edgeprune.measurement.session`."""
     from edgeprune.measurement.session import open_session
 

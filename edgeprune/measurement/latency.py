@@ -18,12 +18,15 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
 from edgeprune.backends import DEFAULT
 from edgeprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +84,11 @@ class Roofline:
         return dataclasses.replace(self, eta_compute=self.eta_compute / r, eta_memory=self.eta_memory / r)
 
 
-def roofline_for(profile: Any, precision: str = "fp32", runtime: str | None = None) -> Roofline:
-    """Build a Roofline from a DeviceProfile's peak compute and memory bandwidth."""
-    peak = profile.peak_ops(precision) if hasattr(profile, "peak_ops") else None
-    bw = profile.bandwidth_bytes_per_s() if hasattr(profile, "bandwidth_bytes_per_s") else None
-    multiple = profile.channel_multiple(runtime, precision) if hasattr(profile, "channel_multiple") else 1
+def roofline_for(target: Target, precision: str = "fp32") -> Roofline:
+    """A Roofline from the target device's peak compute and memory bandwidth, on its runtime's width staircase."""
+    peak = target.profile.peak_ops(precision)
+    bw = target.profile.bandwidth_bytes_per_s()
+    multiple = target.channel_multiple(precision)
     bpe = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}.get(precision, 4)
     if not peak:
         # CPU profiles carry no sourced clock, hence no peak. Speedup budgets only need relative cost, so
@@ -93,7 +96,7 @@ def roofline_for(profile: Any, precision: str = "fp32", runtime: str | None = No
         # absolute milliseconds from it mean nothing and are labelled so (Roofline.relative).
         return Roofline(1e12, float("inf"), int(multiple or 1), bpe, eta_compute=1.0, launch_s=0.0, relative=True)
     if not bw:
-        raise ConfigError(f"profile '{getattr(profile, 'name', profile)}' has a peak {precision} figure but no memory bandwidth",
+        raise ConfigError(f"profile '{target.name}' has a peak {precision} figure but no memory bandwidth",
                           hint="add memory.bandwidth to the profile, or measure on the target")
     return Roofline(float(peak), float(bw), int(multiple or 1), bpe)
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from edgeprune.backends import DEFAULT, BackendOptions, get_backend
 from edgeprune.errors import ConfigError
 from edgeprune.models import LoadedModel, load_model
+
+if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
+    from edgeprune.targets.schema import DeviceProfile
 
 ARTIFACT_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
 
@@ -32,7 +35,7 @@ def _as_loaded(model: Any, input_shapes: Sequence[str] | None, batch: int) -> Lo
 
 def open_session(model: Any, backend: str = DEFAULT, *, threads: int | None = None, batch: int = 1,
                  options: BackendOptions | None = None, input_shapes: Sequence[str] | None = None,
-                 profile: Any = None) -> tuple[str, Any]:
+                 profile: DeviceProfile | None = None) -> tuple[str, Any]:
     """Return (label, compiled backend) for `model` on `backend`."""
     if options is None:
         options = BackendOptions(threads=threads)

@@ -10,7 +10,7 @@ per-layer densities it holds make `edgeprune apply` reproduce the model without 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -18,12 +18,15 @@ from torch import nn
 from edgeprune.attention.config import AttentionSparsityConfig
 from edgeprune.errors import ConfigError
 
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
+
 PAYS = 0.10  # least predicted saving on the attention layers worth the approximation
 MODES = ("auto", "off")
 
 
-def decide_attention(model: nn.Module, example_inputs: tuple, attention: str | AttentionSparsityConfig | None, *,
-                     profile: Any, runtime: str, measured: bool, threads: int | None = None,
+def decide_attention(model: nn.Module, example_inputs: tuple, attention: str | AttentionSparsityConfig | None,
+                     target: Target, *, measured: bool, threads: int | None = None,
                      say: Callable[[str], None] = lambda msg: None) -> dict[str, Any] | None:
     """The attention record for plan.json (None when attention=None: the plan keeps no entry)."""
     if attention is None:
@@ -41,7 +44,7 @@ def decide_attention(model: nn.Module, example_inputs: tuple, attention: str | A
         return {"applied": False, "source": "auto", "reason": "no Hugging Face self-attention layer in the model"}
     cfg = AttentionSparsityConfig()
     say(f"{'timing' if measured else 'estimating'} one attention layer dense vs sparse at length {shape.seq}")
-    return _judge(shape, cfg, profile, runtime, measured, threads)
+    return _judge(shape, cfg, target, measured, threads)
 
 
 def attention_shape(model: nn.Module, example_inputs: tuple):
@@ -77,15 +80,16 @@ def _heads(mod: nn.Module) -> tuple[int, int]:
     return int(heads), int(getattr(mod, "attention_head_size", None) or getattr(mod, "head_dim"))
 
 
-def _judge(shape, cfg: AttentionSparsityConfig, profile, runtime: str, measured: bool, threads) -> dict[str, Any]:
+def _judge(shape, cfg: AttentionSparsityConfig, target: Target, measured: bool, threads) -> dict[str, Any]:
     from edgeprune.attention.latency import break_even_seq, estimate_attention, measure_attention
 
-    cost = (measure_attention(shape, cfg, runtime, profile=getattr(profile, "name", "host"), threads=threads)
+    runtime = target.runtime
+    cost = (measure_attention(shape, cfg, runtime, profile=target.name, threads=threads)
             if measured else estimate_attention(shape, cfg))
     # every block kept: the sparse layer computes all of dense plus the block selection, so it cannot pay, whatever
     # a noisy timing of two near-equal layers says
     pays = cost.saving >= PAYS and cost.kept < cost.blocks
-    where = f"{runtime} on this machine" if measured else f"analytic estimate for {getattr(profile, 'name', profile)}"
+    where = f"{runtime} on this machine" if measured else f"analytic estimate for {target.name}"
     numbers = (f"dense {cost.dense:.3f} ms vs sparse {cost.sparse:.3f} ms per layer" if measured
                else f"dense {cost.dense / 1e6:.1f}M vs sparse {cost.sparse / 1e6:.1f}M MAC-equivalents per layer")
     if pays:

@@ -6,11 +6,14 @@ do the same thing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import ConfigError
 from edgeprune.metrics.limits import DEFAULT_MAX_DROP
 from edgeprune.recover.config import RecoverConfig
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target, TargetLike
 
 DEFAULT_SPEEDUP = 1.3
 
@@ -29,7 +32,7 @@ class OptimizeConfig:
     speedup: float | None = None
     latency_ms: float | None = None
     macs_ratio: float | None = None
-    profile: Any = "host"  # a profile name, "host", a YAML path or a loaded DeviceProfile
+    profile: TargetLike = "host"  # a Target, a profile name ("host" = this machine), a YAML path or a DeviceProfile
     runtime: str | None = None
     metric: str | None = None
     max_drop: float | None = None
@@ -68,6 +71,12 @@ class OptimizeConfig:
             from edgeprune.metrics import get_metric
 
             get_metric(self.metric)  # an unknown name fails here, listing the known ones
+
+    def target(self) -> Target:
+        """The Target this config plans for: `profile` on `runtime` (None: the one the device prefers, see target())."""
+        from edgeprune.targets.target import target
+
+        return target(self.profile, self.runtime)
 
     def _check_budget(self) -> None:
         # `not x > 1` (not `x <= 1`) so that NaN fails too; inf is no budget either

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.measurement.latency import LayerShape, measure_layers, roofline_for
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
 from edgeprune.optimizer.shapes import group_latency_fn, shapes_at
 from edgeprune.optimizer.planner import Plan
 
@@ -100,20 +103,21 @@ def _budget_fraction(speedup: float | None, latency_ms: float | None, macs_ratio
     return macs_ratio
 
 
-def _layer_costs(groups, records, runtime: str, profile, measured: bool, threads: int | None, max_candidates: int,
+def _layer_costs(groups, records, target: Target, measured: bool, threads: int | None, max_candidates: int,
                  step_for: Callable[[Any], int], fresh: bool = False):
-    """Per-layer seconds for every width the planner may pick: measured table or roofline."""
+    """Per-layer seconds for every width the planner may pick: measured table or the target's roofline."""
+    runtime = target.runtime
     shapes: set[LayerShape] = set()
     for g in groups:
         step = step_for(g)
         for k in _candidate_widths(g.n_units, step, max_candidates):
             shapes.update(shapes_at(records[g.name], g.n_units - k))
     if measured:
-        table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=getattr(profile, "name", "host"),
+        table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=target.name,
                                threads=threads, iters=20, rounds=3, fresh=fresh)
         # cost functions take (shape, layer name): the name lets a per-layer correction apply (context.py)
         return lambda s, name=None: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
-    roof = roofline_for(profile, "fp32", runtime)
+    roof = roofline_for(target, "fp32")
     return lambda s, name=None: roof.layer_s(s)
 
 

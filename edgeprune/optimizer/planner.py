@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from edgeprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
 
 PLAN_VERSION = 1
 
@@ -185,12 +188,11 @@ def fill_budget(groups: Sequence[GroupOption], keep: Mapping[str, int], budget_s
             return keep
 
 
-def choose_pattern(profile: Any, runtime: str, precision: str) -> tuple[str, str]:
-    """The finer pattern to add on top of channel pruning for this (profile, runtime): only one the
-    runtime accelerates ("yes"), else dense, with the reason from the profile."""
-    if profile is None or not hasattr(profile, "accelerates"):
-        return "dense", "no profile: channel pruning only"
-    verdict, reason = profile.accelerates(runtime, "2:4")
+def choose_pattern(target: Target, precision: str) -> tuple[str, str]:
+    """The finer pattern to add on top of channel pruning for this target: only one its runtime
+    accelerates ("yes") on its device, else dense, with the reason from the profile."""
+    runtime = target.runtime
+    verdict, reason = target.accelerates("2:4")
     if verdict == "yes" and precision in ("fp16", "int8"):
         return "2:4", f"2:4 accelerated on {runtime}: {reason}"
     if verdict == "yes":

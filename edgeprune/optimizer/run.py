@@ -14,33 +14,11 @@ from edgeprune.optimizer.config import OptimizeConfig
 from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
                                      _joint_cost, _layer_costs, _measure_against_dense, _plan_groups,
                                      _touches_convs, apply_plan)
-from edgeprune.backends import measurable_here
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.attention import decide_attention, with_layers
 from edgeprune.optimizer.shapes import group_layers, record_shapes
 from edgeprune.measurement.latency import WholeModelFit
 from edgeprune.optimizer.planner import Plan, build_plan, choose_pattern, fill_budget
-
-def _resolve_profile(profile: Any):
-    if isinstance(profile, (str, Path)):
-        from edgeprune.targets.profiles import load_profile
-
-        name = str(profile)
-        return load_profile(name), name == "host"
-    return profile, getattr(profile, "name", "") == "host"
-
-
-def _pick_runtime(profile, runtime: str | None, on_host: bool) -> str:
-    if runtime:
-        return runtime
-    from edgeprune.backends import DEFAULT, availability, measurable_here
-
-    installed = [n for n, why in availability().items() if why is None]
-    chosen = profile.preferred_runtime(installed) if hasattr(profile, "preferred_runtime") else None
-    if on_host and chosen not in measurable_here():
-        chosen = DEFAULT  # this host times only CPU runtimes: a GPU runtime's plan could not be measured here
-    return chosen or DEFAULT
-
 
 def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, threads, say):
     """Re-time the dense-width layers now and scale a cached table to the machine's current speed.
@@ -224,13 +202,12 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     say = job.say
     threads, rounds, iters, importance = config.threads, config.rounds, config.iters, config.importance
     speedup, latency_ms, macs_ratio, max_drop = config.speedup, config.latency_ms, config.macs_ratio, job.max_drop
-    profile, on_host = _resolve_profile(config.profile)
-    runtime = _pick_runtime(profile, config.runtime, on_host)
-    measured = on_host and runtime in measurable_here()
+    tgt = config.target()
+    runtime, measured = tgt.runtime, tgt.measurable
     model = model.eval()
     # decided first (a bad value fails before any measuring), on the dense layer shape (see optimize/attention.py)
-    attention_record = decide_attention(model, example_inputs, config.attention, profile=profile, runtime=runtime,
-                                        measured=measured, threads=threads, say=say)
+    attention_record = decide_attention(model, example_inputs, config.attention, tgt, measured=measured,
+                                        threads=threads, say=say)
     names = job.input_names
     tmp = tempfile.TemporaryDirectory(prefix="edgeprune-opt-")
     work = Path(job.workdir or tmp.name)
@@ -249,7 +226,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     shapes = record_shapes(model, modules, example_inputs)
     records = {g.name: group_layers(g, shapes) for g in groups}
     precision = "fp32"
-    multiple = max(1, int(profile.channel_multiple(runtime, precision))) if hasattr(profile, "channel_multiple") else 1
+    multiple = tgt.channel_multiple(precision)
 
     def step_for(g) -> int:  # kept widths in units: features must land on the channel multiple
         import math
@@ -257,7 +234,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
         return max(1, multiple // math.gcd(multiple, g.unit_width))
 
     say(f"{'measuring' if measured else 'estimating'} per-layer latency on {runtime}")
-    layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, config.max_candidates, step_for)
+    layer_s = _layer_costs(groups, records, tgt, measured, threads, config.max_candidates, step_for)
     dense_cost = _joint_cost(groups, records, {}, layer_s)
     dense_ms = None
     if measured:
@@ -271,7 +248,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
             # The touched layers alone cannot cost more than the whole model: the (cached) table was
             # measured under other load or on another setup. Re-measure it rather than plan on it.
             say("latency table disagrees with the measured model by >10%: re-measuring it")
-            layer_s = _layer_costs(groups, records, runtime, profile, measured, threads, config.max_candidates, step_for, fresh=True)
+            layer_s = _layer_costs(groups, records, tgt, measured, threads, config.max_candidates, step_for, fresh=True)
             dense_cost = _joint_cost(groups, records, {}, layer_s)
     fraction = _budget_fraction(speedup, latency_ms, macs_ratio, dense_ms)
     # Everything the plan does not touch keeps its cost: measured dense minus the touched layers' share.
@@ -292,7 +269,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     say("scoring units")
     options = _plan_groups(model, example_inputs, batches, importance, step_for, layer_s, records, groups,
                            config.max_candidates, config.allocation)
-    pattern, why = choose_pattern(profile, runtime, precision)
+    pattern, why = choose_pattern(tgt, precision)
     options = [dataclasses.replace(o, pattern=pattern, pattern_reason=why) for o in options]
     # The planner works in table seconds ("raw"); the budget is in measured seconds, mapped back.
     budget = fit.inverse(fraction * fit(total_dense))
@@ -300,7 +277,7 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
         return fixed + _joint_cost(groups, records, keep, layer_s)
 
     plan = _build_plan_or_explain(options, budget, fixed, fit, total_dense, model=job.model_name,
-                                  profile=getattr(profile, "name", str(profile)), runtime=runtime, importance=importance,
+                                  profile=tgt.name, runtime=runtime, importance=importance,
                                   total_s=joint_total)
     joint = joint_total(plan.keep())
     plan.predicted_s, plan.dense_predicted_s, plan.budget_s = fit(joint), fit(total_dense), fraction * fit(total_dense)

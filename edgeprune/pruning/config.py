@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from edgeprune.errors import ConfigError
 from edgeprune.pruning.importance import importance_metric
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
 
 UNITS = ("auto", "channels", "heads", "ffn")
 SCOPES = ("local", "global")
@@ -29,7 +32,7 @@ class StructuredConfig:
     scope       "local" removes `ratio` of every group; "global" ranks all groups' units together
                 (scores normalised per group) under the same total budget.
     compensate  least-squares refit of each consumer layer (with bias) on calibration activations.
-    round_to    kept widths rounded to a multiple of this (or `profile.channel_multiple()`).
+    round_to    kept widths rounded to a multiple of this (or `target.channel_multiple()`: its runtime on its device).
     ignore      module names or fnmatch globs left untouched (a group touching one is skipped).
     min_keep    fewest units any group keeps; a config that would go below it raises ConfigError.
     strict      False (default): a layer or attention block pruning cannot handle is left whole, with a
@@ -43,7 +46,7 @@ class StructuredConfig:
     scope: str = "local"
     compensate: bool = True
     round_to: int | None = None
-    profile: Any = None
+    target: Target | None = None  # kept widths rounded to its runtime's channel multiple on its device
     ignore: tuple = ()
     min_keep: int = 1
     n_calib: int = 128
@@ -71,9 +74,12 @@ class StructuredConfig:
             raise ConfigError(f"unknown scope '{self.scope}'", hint="use 'local' or 'global'")
         if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
             raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}", hint="e.g. round_to=8")
-        if self.profile is not None and not callable(getattr(self.profile, "channel_multiple", None)):
-            raise ConfigError(f"profile {self.profile!r} has no channel_multiple() method",
-                              hint="pass edgeprune.load_profile(name) or an object with channel_multiple()")
+        if self.target is not None:
+            from edgeprune.targets.target import Target
+
+            if not isinstance(self.target, Target):
+                raise ConfigError(f"target must be an edgeprune Target, got {type(self.target).__name__}",
+                                  hint="pass edgeprune.target(profile_name, runtime=runtime_name)")
         if not isinstance(self.min_keep, int) or self.min_keep < 1:
             raise ConfigError(f"min_keep must be an integer >= 1, got {self.min_keep!r}", hint="e.g. min_keep=1")
         if self.n_calib < 1 or self.max_rows < 16:
@@ -94,6 +100,6 @@ class StructuredConfig:
         """Channel multiple kept widths are rounded to (1 = no rounding)."""
         if self.round_to:
             return int(self.round_to)
-        if self.profile is not None:
-            return max(1, int(self.profile.channel_multiple()))
+        if self.target is not None:
+            return self.target.channel_multiple()
         return 1

@@ -15,12 +15,15 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from edgeprune.errors import ConfigError
 from edgeprune.quantize.job import QuantJob
+
+if TYPE_CHECKING:
+    from edgeprune.targets.schema import DeviceProfile
 
 PRECISIONS = ("int8", "fp16")
 # ISA flags (as /proc/cpuinfo or a profile spells them) with int8 dot-product instructions.
@@ -49,16 +52,15 @@ class QuantizeResult:
                 "bytes": self.bytes, "outputs": [dataclasses.asdict(c) for c in self.checks], "details": self.details}
 
 
-def default_precision(profile: Any) -> str:
+def default_precision(profile: DeviceProfile) -> str:
     """int8 for NPUs and for CPUs with int8 dot-product ISA (VNNI/AMX, Arm dotprod/i8mm); fp16 for GPUs.
 
-    Accepts any object (or dict) with `kind`, `precisions`, `isa_features`. A CPU without int8 dot
-    products gets fp32 here: INT8 still shrinks the model but the speedup is not guaranteed, so it is opt-in.
+    A CPU without int8 dot products gets fp32 here: INT8 still shrinks the model but the speedup is not
+    guaranteed, so it is opt-in.
     """
-    get = (lambda k: profile.get(k)) if isinstance(profile, dict) else (lambda k: getattr(profile, k, None))
-    kind = str(get("kind") or "").lower()
-    offered = [str(p).lower() for p in (get("precisions") or [])]
-    isa = {str(f).lower() for f in (get("isa_features") or [])}
+    kind = profile.kind.lower()
+    offered = [str(p).lower() for p in profile.precisions]
+    isa = {str(f).lower() for f in profile.isa_features}
     if kind in ("npu", "dla", "tpu", "accelerator") or (kind == "cpu" and isa & INT8_ISA):
         want = "int8"
     elif kind == "gpu":
