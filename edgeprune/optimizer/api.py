@@ -135,7 +135,7 @@ def optimize(model: nn.Module, example_inputs: Any, config: OptimizeConfig | Non
     text with `tokenizer` (a tokenizer or a Hugging Face folder) to the example inputs' sequence length, image
     folders with `preprocess` (default: an ImageNet-style crop to the example inputs' H/W).
     evaluate(model) -> points (higher is better) replaces the metric."""
-    from edgeprune.optimizer.run import search
+    from edgeprune.optimizer.passes import search
 
     config = config or OptimizeConfig()
     say = progress or (lambda msg: None)
