@@ -1,9 +1,8 @@
 """TensorRT backend (TensorRT >= 10): builds an engine from ONNX, or loads a serialized .engine / .plan, and
 runs it with torch CUDA tensors as device buffers (no pycuda).
 
-Everything that needs no GPU (build plan, 2:4 eligibility, log and inspector parsing, cache paths) lives in
-`trt_logic` and is re-exported here. This module only drives the TensorRT Python API, following the
-TensorRT 10 docs and NVIDIA's own Python code (Polygraphy backend/trt, samples/python/common_runtime.py):
+Everything that needs no GPU (build plan, 2:4 eligibility, log/inspector parsing, cache paths) lives in `trt_logic`.
+This module drives the TensorRT Python API, as the TensorRT 10 docs and NVIDIA's Python code (Polygraphy, samples):
 Builder -> create_network(STRONGLY_TYPED when the ONNX carries Q/DQ or fp16 types) -> OnnxParser.parse_from_file
 -> create_builder_config (flags, WORKSPACE pool, DETAILED profiling verbosity, DLA, optimization profile,
 timing cache) -> build_serialized_network -> Runtime.deserialize_cuda_engine -> IEngineInspector JSON;
@@ -29,24 +28,11 @@ from edgeprune.backends import trt_logic
 from edgeprune.backends.base import (Backend, Capabilities, HostFacts, HostView, LayerInfo, SparseLayer, TensorSpec,
                                      nvidia_24_default, nvidia_24_rule)
 from edgeprune.backends.trt_log import capture_logger
-from edgeprune.backends.trt_logic import (  # noqa: F401  (re-exported: the backend's public pure API)
-    DEFAULTS,
-    SPARSE_OPS,
-    BuildPlan,
-    LayerSparsity,
-    ShapeProfile,
-    check_input_shape,
-    check_sparse_eligibility,
-    onnx_inputs,
-    onnx_precision,
-    parse_device,
-    parse_inspector_json,
-    parse_sparsity_log,
-    plan_build,
-    shape_profiles,
-    sidecar_paths,
-    timing_cache_path,
-)
+# re-exported: the backend's public pure API (everything that needs no GPU)
+from edgeprune.backends.trt_logic import (DEFAULTS, SPARSE_OPS, BuildPlan, LayerSparsity, ShapeProfile,  # noqa: F401
+                                          check_input_shape, check_sparse_eligibility, onnx_inputs, onnx_precision,
+                                          parse_device, parse_inspector_json, parse_sparsity_log, plan_build,
+                                          shape_profiles, sidecar_paths, timing_cache_path)
 from edgeprune.errors import BackendUnavailable, BenchmarkError, ConfigError, ExportError, ModelLoadError
 
 if TYPE_CHECKING:  # a type only: backends never import targets (targets imports backends)
@@ -54,6 +40,8 @@ if TYPE_CHECKING:  # a type only: backends never import targets (targets imports
 
 log = logging.getLogger("edgeprune.tensorrt")
 MIN_MAJOR = 10
+
+
 def _gpu_name() -> str | None:
     import torch
 

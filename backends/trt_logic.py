@@ -157,40 +157,68 @@ def plan_build(onnx_path: Any, options: BackendOptions | None = None, profile: D
     model = _load_onnx(onnx_path)
     path = str(onnx_path) if not hasattr(onnx_path, "graph") else "<ModelProto>"
     notes: list[str] = []
-
     dla_core, note = parse_device(options.device)
     if note:
         notes.append(note)
-
-    detected = onnx_precision(model)
-    strongly_typed = detected != "fp32"
-    if strongly_typed:
-        precision = detected
-        if options.precision not in (detected, "fp32"):
-            notes.append(f"precision {options.precision} was asked, but the ONNX carries {detected} types: "
-                         f"built strongly typed as the file says")
-        elif options.precision == "fp32":
-            notes.append(f"precision {detected} taken from the ONNX (strongly typed network)")
-    else:
-        precision = options.precision
-        if precision == "int8":
-            raise ConfigError(f"TensorRT int8 needs a Q/DQ ONNX, {Path(path).name} has no Quantize/DequantizeLinear nodes",
-                              hint="quantize the model first (edgeprune quantize); implicit INT8 calibration is not used")
-        if precision not in ("fp32", "fp16"):
-            raise ConfigError(f"TensorRT precision '{precision}' is not supported here", hint="use fp32, fp16 or int8")
-
+    precision, strongly_typed = _build_precision(model, options.precision, path, notes)
     flags: list[str] = ["FP16"] if (not strongly_typed and precision == "fp16") else []
-    gpu_fallback = False
-    if dla_core is not None:
-        if precision not in ("fp16", "int8"):
-            raise ConfigError(f"DLA runs FP16 or INT8 only, the plan's precision is {precision}",
-                              hint="pass precision fp16, or an fp16 / Q/DQ ONNX")
-        gpu_fallback = bool(extra.get("gpu_fallback", True))
-        if gpu_fallback:
-            flags.append("GPU_FALLBACK")
-            notes.append("DLA with GPU fallback: layers DLA cannot run move to the GPU silently (check inspect())")
-
+    gpu_fallback = _dla_fallback(dla_core, precision, extra, flags, notes)
     layers = list(eligibility) if eligibility is not None else check_sparse_eligibility(model)
+    sparse, reason, eligible = _sparse_decision(layers, extra, profile, precision)
+    if sparse:
+        flags.append("SPARSE_WEIGHTS")
+    cache = extra.get("timing_cache", None)
+    if cache is False:
+        cache_path = None
+    elif cache:
+        cache_path = str(cache)
+    else:
+        cache_path = str(timing_cache_path(profile.name if profile is not None else "generic", trt_version or "unknown",
+                                           gpu_name or "unknown"))
+    workspace = _int(extra, "workspace_mb") * 2**20
+    profiles = shape_profiles(onnx_inputs(model), extra, static=dla_core is not None)
+    if dla_core is not None and profiles:
+        notes.append("DLA has no dynamic shapes: every profile is pinned to its opt shape")
+    return BuildPlan(path, precision, strongly_typed, tuple(flags), workspace, dla_core, gpu_fallback, sparse, reason,
+                     eligible, cache_path, profiles, tuple(notes))
+
+
+def _build_precision(model, asked: str, path: str, notes: list[str]) -> tuple[str, bool]:
+    """(engine precision, strongly typed): an fp16 / Q/DQ ONNX is built strongly typed as the file says; an fp32
+    one in the precision asked (fp32 or fp16; int8 needs Q/DQ nodes, implicit calibration is not used)."""
+    detected = onnx_precision(model)
+    if detected != "fp32":
+        if asked not in (detected, "fp32"):
+            notes.append(f"precision {asked} was asked, but the ONNX carries {detected} types: "
+                         f"built strongly typed as the file says")
+        elif asked == "fp32":
+            notes.append(f"precision {detected} taken from the ONNX (strongly typed network)")
+        return detected, True
+    if asked == "int8":
+        raise ConfigError(f"TensorRT int8 needs a Q/DQ ONNX, {Path(path).name} has no Quantize/DequantizeLinear nodes",
+                          hint="quantize the model first (edgeprune quantize); implicit INT8 calibration is not used")
+    if asked not in ("fp32", "fp16"):
+        raise ConfigError(f"TensorRT precision '{asked}' is not supported here", hint="use fp32, fp16 or int8")
+    return asked, False
+
+
+def _dla_fallback(dla_core: int | None, precision: str, extra: dict, flags: list[str], notes: list[str]) -> bool:
+    """Whether DLA layers may fall back to the GPU (adds GPU_FALLBACK); DLA itself runs FP16 or INT8 only."""
+    if dla_core is None:
+        return False
+    if precision not in ("fp16", "int8"):
+        raise ConfigError(f"DLA runs FP16 or INT8 only, the plan's precision is {precision}",
+                          hint="pass precision fp16, or an fp16 / Q/DQ ONNX")
+    fallback = bool(extra.get("gpu_fallback", True))
+    if fallback:
+        flags.append("GPU_FALLBACK")
+        notes.append("DLA with GPU fallback: layers DLA cannot run move to the GPU silently (check inspect())")
+    return fallback
+
+
+def _sparse_decision(layers: list, extra: dict, profile: DeviceProfile | None,
+                     precision: str) -> tuple[bool, str, tuple[str, ...]]:
+    """(kSPARSE_WEIGHTS?, the reason: every failing condition, or what holds, eligible layer names)."""
     eligible = tuple(layer.name for layer in layers if layer.eligible)
     fails = []
     mode = str(extra.get("sparsity", "auto")).lower()
@@ -205,29 +233,10 @@ def plan_build(onnx_path: Any, options: BackendOptions | None = None, profile: D
         fails.append(f"precision {precision}: TensorRT sparse tactics need an FP16 or INT8 engine")
     if not eligible:
         fails.append(f"no Conv/MatMul/Gemm weight meets 2:4 ({len(layers)} checked)")
-    sparse = not fails
-    if sparse:
-        flags.append("SPARSE_WEIGHTS")
-        reason = f"{why}; precision {precision}; {len(eligible)}/{len(layers)} layers meet 2:4 ({', '.join(eligible[:8])}" \
-                 f"{', ...' if len(eligible) > 8 else ''})"
-    else:
-        reason = "; ".join(fails)
-
-    cache = extra.get("timing_cache", None)
-    if cache is False:
-        cache_path = None
-    elif cache:
-        cache_path = str(cache)
-    else:
-        cache_path = str(timing_cache_path(profile.name if profile is not None else "generic", trt_version or "unknown",
-                                           gpu_name or "unknown"))
-
-    workspace = _int(extra, "workspace_mb") * 2**20
-    profiles = shape_profiles(onnx_inputs(model), extra, static=dla_core is not None)
-    if dla_core is not None and profiles:
-        notes.append("DLA has no dynamic shapes: every profile is pinned to its opt shape")
-    return BuildPlan(path, precision, strongly_typed, tuple(flags), workspace, dla_core, gpu_fallback, sparse, reason,
-                     eligible, cache_path, profiles, tuple(notes))
+    if fails:
+        return False, "; ".join(fails), eligible
+    listed = ", ".join(eligible[:8]) + (", ..." if len(eligible) > 8 else "")
+    return True, f"{why}; precision {precision}; {len(eligible)}/{len(layers)} layers meet 2:4 ({listed})", eligible
 
 
 # -- reading back what TensorRT did --------------------------------------------------------

@@ -5,6 +5,7 @@ A crash or a bad input never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -55,3 +56,25 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str, stderr: bool = False) -> Iterator[io.StringIO]:
+    """Silence a third-party step that prints progress and INFO lines on every call (the ONNX exporter, ORT's and
+    NNCF's quantizers): the named loggers ("" = root) at ERROR, warnings off, stdout (and stderr) captured.
+    Yields the captured stdout, for a caller that reports it on failure."""
+    import logging
+    import warnings
+
+    saved = [(logging.getLogger(name), logging.getLogger(name).level) for name in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), \
+                contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext():
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)

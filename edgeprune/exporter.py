@@ -6,20 +6,16 @@ Any failing output raises ExportError listing every failing output (optimum-expo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from edgeprune._io import atomic_path
+from edgeprune._io import atomic_path, quiet
 from edgeprune.backends import DEFAULT as DEFAULT_RUNTIME
 from edgeprune.errors import ConfigError, ExportError
 
@@ -133,24 +129,10 @@ def _dynamic_shapes(n_inputs: int, dynamic_batch: bool, dynamic_dims: dict[int, 
     return tuple(spec)
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and warnings on every call; keep them out of the user's terminal."""
-    buf = io.StringIO()
-    level = logging.getLogger("torch").level
-    logging.getLogger("torch").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
-        warnings.simplefilter("ignore")
-        try:
-            yield buf
-        finally:
-            logging.getLogger("torch").setLevel(level)
-
-
 def _onnx_export(model, example_inputs, path: Path, opset: int, input_names, output_names, dynamic_shapes) -> tuple[str, str | None]:
     """Dynamo exporter first; the legacy TorchScript exporter only as a recorded fallback."""
     try:
-        with _quiet():
+        with quiet("torch"):
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
                                         input_names=input_names, output_names=output_names,
                                         dynamic_shapes=dynamic_shapes, verbose=False)
@@ -162,7 +144,7 @@ def _onnx_export(model, example_inputs, path: Path, opset: int, input_names, out
     if dynamic_shapes:
         dynamic_axes = {n: {a: d.__name__ for a, d in (spec or {}).items()} for n, spec in zip(input_names, dynamic_shapes)}
     try:
-        with _quiet():
+        with quiet("torch"):
             torch.onnx.export(model, tuple(example_inputs), str(path), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
     except Exception as err:

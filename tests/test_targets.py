@@ -72,3 +72,18 @@ def test_runtime_without_profile_is_one_line(tmp_path):
 
     result = CliRunner().invoke(main, ["prune", "x", "--runtime", "openvino", "-o", str(tmp_path / "m.pt2")])
     assert result.exit_code == 2 and "--runtime openvino needs --profile" in one_error_line(result)
+
+
+def test_precisions_are_a_registry_without_fallback():
+    from edgeprune import precisions
+    from edgeprune.targets.types import PRECISIONS
+
+    assert precisions.canonical("float16") == "fp16" and precisions.bytes_per_element("int8") == 1
+    assert precisions.bytes_per_element("int4") == 0.5 and PRECISIONS == precisions.names()
+    with pytest.raises(ConfigError, match="unknown precision 'fp7'") as err:
+        precisions.bytes_per_element("fp7")  # never the old silent 4 bytes
+    assert "int8" in str(err.value)
+    from edgeprune.optimizer.planner import choose_pattern
+
+    gpu = ep.target("a100-sxm", runtime="tensorrt")
+    assert choose_pattern(gpu, "bf16")[0] == "2:4" and choose_pattern(gpu, "fp32")[0] == "dense"

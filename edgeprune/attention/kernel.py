@@ -65,9 +65,25 @@ def block_sparse_attention(q, k, v, key_valid=None, *, block: int = 64, window: 
     key_valid = F.pad(key_valid, (0, pad), value=False)
     qb, kb, vb = (t.reshape(b, h, n, B, d) for t in (q, k, v))
     kvalid = key_valid.reshape(b, 1, n, B)                            # [b, 1, n, B]
+    cnt, kbar, vbar, qbar, block_ok = _pooled(qb, kb, vb, kvalid, causal)
+    s, idx, allowed = _select(qbar, kbar, block_ok, scale, window, global_blocks, density, top_k, causal, per_head)
+    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+    neg = torch.full((), NEG, dtype=q.dtype, device=q.device)
+    kg, vg = _gather(kb, vb, kvalid, idx, allowed, s, cnt, kbar, vbar, zero, neg, compensate)
+    qa = torch.cat([qb * scale, torch.ones_like(qb[..., :1])], dim=-1)                      # [b, h, n, B, d + 1]
+    logits = qa @ kg.transpose(-1, -2)                                # [b, h, n, B, S*B], biases included
+    if causal:
+        # slot 0 is the diagonal block: lower triangle there, nothing elsewhere. [B, S*B]
+        r = torch.arange(B, device=q.device)
+        tri = torch.where(r[None, :] > r[:, None], neg, zero)
+        logits = logits + F.pad(tri, (0, logits.shape[-1] - B))
+    out = logits.softmax(-1) @ vg                                     # [b, h, n, B, d]
+    return out.reshape(b, h, n * B, d)[:, :, :L]
 
-    # 2. pooled statistics: counts c_j [b, 1, n], pooled k̄, v̄ [b, h, n, d], q̄ [b, h, n, d]
-    w = kvalid.to(q.dtype).unsqueeze(-1)                             # [b, 1, n, B, 1]
+
+def _pooled(qb, kb, vb, kvalid, causal: bool):
+    """2. pooled statistics: counts c_j [b, 1, n, 1], pooled k̄, v̄ [b, h, n, d], q̄ [b, h, n, d], block_ok [b, 1, n]."""
+    w = kvalid.to(qb.dtype).unsqueeze(-1)                            # [b, 1, n, B, 1]
     cnt = w.sum(3)                                                    # [b, 1, n, 1]
     kbar = (kb * w).sum(3) / cnt.clamp(min=1.0)
     vbar = (vb * w).sum(3) / cnt.clamp(min=1.0)
@@ -75,11 +91,18 @@ def block_sparse_attention(q, k, v, key_valid=None, *, block: int = 64, window: 
     # the block's first query precedes every row that uses the selection
     qbar = qb[:, :, :, 0] if causal else qb.mean(3)
     block_ok = cnt.squeeze(-1) > 0                                    # [b, 1, n]: block has a real key
+    return cnt, kbar, vbar, qbar, block_ok
 
-    # 3. selection. forced = local window (+ first global blocks); allowed = causal j <= i and non-empty.
-    # The diagonal block scores highest so TopK (sorted) puts it in slot 0: the causal triangle then is one
-    # constant [B, B] bias on the first B gathered columns instead of a full [.., B, K*B] mask.
-    ar = torch.arange(n, device=q.device)
+
+def _select(qbar, kbar, block_ok, scale: float, window: int, global_blocks: int, density, top_k, causal: bool,
+            per_head: bool):
+    """3. block scores s [b, h, n, n], the K kept key blocks of each query block idx [b, h, n, K] (idx[..., 0] = i),
+    and allowed [b, h, n, n]. forced = local window (+ first global blocks); allowed = causal j <= i and non-empty.
+
+    The diagonal block scores highest so TopK (sorted) puts it in slot 0: the causal triangle then is one
+    constant [B, B] bias on the first B gathered columns instead of a full [.., B, K*B] mask."""
+    b, h, n, _ = qbar.shape
+    ar = torch.arange(n, device=qbar.device)
     ii, jj = ar[:, None], ar[None, :]                                 # query block i, key block j
     forced = ((ii - jj).abs() <= window) | (jj < global_blocks)       # [n, n]
     allowed = block_ok[:, :, None, :]                                 # [b, 1, 1, n]
@@ -93,36 +116,29 @@ def block_sparse_attention(q, k, v, key_valid=None, *, block: int = 64, window: 
     score = torch.where(ii == jj, torch.full_like(s, 2e20), score)
     n_forced = (window + 1 if causal else 2 * window + 1) + global_blocks
     K = blocks_kept(n, density=density, top_k=top_k, forced=n_forced)
-    idx = score.topk(K, dim=-1).indices                               # [b, h, n, K] int64, idx[..., 0] = i
+    return s, score.topk(K, dim=-1).indices, allowed                  # idx: [b, h, n, K] int64
 
-    # 4. gather tables. K rows carry one extra column: the key's additive bias (0, NEG for padding, log c_j for a
-    # pooled key), so biases ride through the MatMul against a query column of ones (no broadcast Add over the
-    # logits). Table rows are blocks of B keys: [b*h*n key blocks | b*h*n*nc compensation blocks | null block].
-    zero = torch.zeros((), dtype=q.dtype, device=q.device)
-    neg = torch.full((), NEG, dtype=q.dtype, device=q.device)
+
+def _gather(kb, vb, kvalid, idx, allowed, s, cnt, kbar, vbar, zero, neg, compensate: bool):
+    """4. the gathered keys kg [b, h, n, S*B, d + 1] and values vg [b, h, n, S*B, d], S = K (+ nc compensation).
+
+    K rows carry one extra column: the key's additive bias (0, NEG for padding, log c_j for a pooled key), so
+    biases ride through the MatMul against a query column of ones (no broadcast Add over the logits). Table rows
+    are blocks of B keys: [b*h*n key blocks | b*h*n*nc compensation blocks | null block]."""
+    b, h, n, B, d = kb.shape
     kbias = torch.where(kvalid, zero, neg).expand(b, h, n, B).unsqueeze(-1)                  # [b, h, n, B, 1]
     ktabs = [torch.cat([kb, kbias], dim=-1).reshape(b * h * n, B, d + 1)]
     vtabs = [vb.reshape(b * h * n, B, d)]
-    base = (torch.arange(b * h, device=q.device) * n).reshape(b, h, 1, 1)
+    base = (torch.arange(b * h, device=kb.device) * n).reshape(b, h, 1, 1)
     slot_ok = allowed.gather(-1, idx)                                 # [b, h, n, K]
     null = b * h * n
     cols = [idx + base]
     if compensate:
-        # 5. compensation block(s) of query block i: the pooled key/value of every block j, biased log c_j when j
-        # was dropped (unselected and allowed), NEG otherwise; each pooled key stands for its c_j keys in the
-        # softmax numerator and denominator. n pooled rows padded to nc*B rows -> nc gathered slots.
-        nc = (n + B - 1) // B
-        selected = torch.zeros_like(s).scatter(-1, idx, 1.0) > 0      # [b, h, n, n]
-        drop = ~selected & allowed
-        logc = torch.log(cnt.clamp(min=1.0)).reshape(b, 1, 1, n)
-        pk = torch.cat([kbar.unsqueeze(2).expand(b, h, n, n, d), torch.where(drop, logc, neg).unsqueeze(-1)], -1)
-        pk = torch.cat([F.pad(pk[..., :d], (0, 0, 0, nc * B - n)), F.pad(pk[..., d:], (0, 0, 0, nc * B - n), value=NEG)], -1)
-        pv = F.pad(vbar.unsqueeze(2).expand(b, h, n, n, d), (0, 0, 0, nc * B - n))          # [b, h, n, nc*B, d]
-        ktabs.append(pk.reshape(b * h * n * nc, B, d + 1))
-        vtabs.append(pv.reshape(b * h * n * nc, B, d))
-        null = null + b * h * n * nc
-        qrow = (torch.arange(b * h * n, device=q.device) * nc).reshape(b, h, n, 1)
-        cols.append(b * h * n + qrow + torch.arange(nc, device=q.device))                    # [b, h, n, nc]
+        ktab, vtab, col = _compensation(idx, allowed, s, cnt, kbar, vbar, neg, B)
+        ktabs.append(ktab)
+        vtabs.append(vtab)
+        cols.append(col)
+        null = null + ktab.shape[0]
     ktabs.append(F.pad(torch.full_like(ktabs[0][:1, :, :1], NEG), (d, 0)))                  # null block
     vtabs.append(torch.zeros_like(vtabs[0][:1]))
     cols[0] = torch.where(slot_ok, cols[0], null)                    # disallowed slots -> null block
@@ -130,12 +146,22 @@ def block_sparse_attention(q, k, v, key_valid=None, *, block: int = 64, window: 
     S = flat.shape[-1]
     kg = torch.cat(ktabs).index_select(0, flat.reshape(-1)).reshape(b, h, n, S * B, d + 1)
     vg = torch.cat(vtabs).index_select(0, flat.reshape(-1)).reshape(b, h, n, S * B, d)
-    qa = torch.cat([qb * scale, torch.ones_like(qb[..., :1])], dim=-1)                      # [b, h, n, B, d + 1]
-    logits = qa @ kg.transpose(-1, -2)                                # [b, h, n, B, S*B], biases included
-    if causal:
-        # slot 0 is the diagonal block: lower triangle there, nothing elsewhere. [B, S*B]
-        r = torch.arange(B, device=q.device)
-        tri = torch.where(r[None, :] > r[:, None], neg, zero)
-        logits = logits + F.pad(tri, (0, logits.shape[-1] - B))
-    out = logits.softmax(-1) @ vg                                     # [b, h, n, B, d]
-    return out.reshape(b, h, n * B, d)[:, :, :L]
+    return kg, vg
+
+
+def _compensation(idx, allowed, s, cnt, kbar, vbar, neg, B: int):
+    """5. compensation block(s) of query block i: the pooled key/value of every block j, biased log c_j when j was
+    dropped (unselected and allowed), NEG otherwise; each pooled key stands for its c_j keys in the softmax
+    numerator and denominator. n pooled rows padded to nc*B rows -> nc gathered slots.
+    Returns key rows [b*h*n*nc, B, d + 1], value rows [b*h*n*nc, B, d] and their columns [b, h, n, nc]."""
+    b, h, n, d = kbar.shape
+    nc = (n + B - 1) // B
+    selected = torch.zeros_like(s).scatter(-1, idx, 1.0) > 0      # [b, h, n, n]
+    drop = ~selected & allowed
+    logc = torch.log(cnt.clamp(min=1.0)).reshape(b, 1, 1, n)
+    pk = torch.cat([kbar.unsqueeze(2).expand(b, h, n, n, d), torch.where(drop, logc, neg).unsqueeze(-1)], -1)
+    pk = torch.cat([F.pad(pk[..., :d], (0, 0, 0, nc * B - n)), F.pad(pk[..., d:], (0, 0, 0, nc * B - n), value=NEG)], -1)
+    pv = F.pad(vbar.unsqueeze(2).expand(b, h, n, n, d), (0, 0, 0, nc * B - n))          # [b, h, n, nc*B, d]
+    qrow = (torch.arange(b * h * n, device=kbar.device) * nc).reshape(b, h, n, 1)
+    col = b * h * n + qrow + torch.arange(nc, device=kbar.device)                         # [b, h, n, nc]
+    return pk.reshape(b * h * n * nc, B, d + 1), pv.reshape(b * h * n * nc, B, d), col

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli.common import console, input_shape_option, profile_or_none, stage
+from edgeprune.quantize import PRECISIONS
 from edgeprune.errors import ConfigError
 
 
@@ -44,7 +45,7 @@ def _output_help() -> str:
               help="Accepted as on optimize/prune/sparsify, but post-training quantization trains nothing: refused (exit 2).")
 @click.option("--eval-data", "eval_path", type=click.Path(), metavar="DATA",
               help="Held-out data (sharing nothing with --calib) the artifact is validated on (default: 16 calibration samples).")
-@click.option("--precision", type=click.Choice(["int8", "fp16"]), help="Default: from --profile, else int8.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="Default: from --profile, else int8.")
 @click.option("--profile", "profile_name", help="Device profile that decides the default precision.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=_output_help())
 @input_shape_option
@@ -83,7 +84,7 @@ def quantize_cmd(model, backend, calib_path, train_path, eval_path, precision, p
     profile = profile_or_none(profile_name)
     if precision is None:
         precision = default_precision(profile) if profile is not None else "int8"
-        if precision not in ("int8", "fp16"):
+        if precision not in PRECISIONS:
             raise ConfigError(f"profile {profile_name} gains nothing from int8/fp16 by default (it says {precision})",
                               hint="pass --precision int8 or fp16 to quantize anyway")
     backend = check_request(backend, precision)

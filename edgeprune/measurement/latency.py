@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from edgeprune.backends import DEFAULT
+from edgeprune.precisions import bytes_per_element
 from edgeprune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def roofline_for(target: Target, precision: str = "fp32") -> Roofline:
     peak = target.profile.peak_ops(precision)
     bw = target.profile.bandwidth_bytes_per_s()
     multiple = target.channel_multiple(precision)
-    bpe = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}.get(precision, 4)
+    bpe = bytes_per_element(precision)
     if not peak:
         # CPU profiles carry no sourced clock, hence no peak. Speedup budgets only need relative cost, so
         # fall back to cost proportional to MACs on the channel-multiple staircase (memory term off);

@@ -16,6 +16,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from edgeprune import precisions
 from edgeprune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -193,10 +194,11 @@ def choose_pattern(target: Target, precision: str) -> tuple[str, str]:
     accelerates ("yes") on its device, else dense, with the reason from the profile."""
     runtime = target.runtime
     verdict, reason = target.accelerates("2:4")
-    if verdict == "yes" and precision in ("fp16", "int8"):
+    if verdict == "yes" and precisions.get(precision).sparse_tensor_cores:
         return "2:4", f"2:4 accelerated on {runtime}: {reason}"
     if verdict == "yes":
-        return "dense", f"2:4 needs fp16/int8 on {runtime}, plan precision is {precision}"
+        runs = "/".join(p for p in precisions.names() if precisions.get(p).sparse_tensor_cores)
+        return "dense", f"2:4 needs {runs} on {runtime}, plan precision is {precision}"
     return "dense", f"2:4 not accelerated on {runtime} ({verdict}): {reason}"
 
 

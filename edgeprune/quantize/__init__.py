@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgeprune import backends
 from edgeprune.errors import ConfigError
 from edgeprune.quantize.job import QuantJob
 
 if TYPE_CHECKING:
     from edgeprune.targets.schema import DeviceProfile
 
-PRECISIONS = ("int8", "fp16")
+# what any registered backend can quantize to: the keys of its Capabilities.quantizers ("int8", "fp16")
+PRECISIONS = tuple(dict.fromkeys(p for cls in backends.backend_classes() for p in cls.capabilities.quantizers))
 # ISA flags (as /proc/cpuinfo or a profile spells them) with int8 dot-product instructions.
 INT8_ISA = {"avx512_vnni", "avx_vnni", "avx512vnni", "vnni", "amx_int8", "amx-int8", "amx", "dotprod", "asimddp", "i8mm", "sdot"}
 
@@ -90,7 +92,7 @@ def check_request(backend: str, precision: str) -> str:
     if name not in quantizable():
         raise ConfigError(f"cannot quantize for backend '{backend}'", hint=f"use one of {', '.join(quantizable())}")
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}", hint="use int8 or fp16")
+        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}", hint=f"use {' or '.join(PRECISIONS)}")
     quantizer(get_backend_class(name), precision)
     return name
 

@@ -19,16 +19,13 @@ numbers in benchmarks/results/quantize.md):
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeprune._io import atomic_path
+from edgeprune._io import atomic_path, quiet
 from edgeprune.errors import ConfigError, ExportError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -72,19 +69,6 @@ class OrtQuantConfig:
         for field in ("activation_type", "weight_type"):
             if getattr(self, field) not in ("int8", "uint8", None if field == "weight_type" else "int8"):
                 raise ConfigError(f"{field} '{getattr(self, field)}' is not int8/uint8", hint="use int8 or uint8")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ORT's quantizer logs every node at INFO and prints progress; keep the user's terminal clean."""
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def host_has_int8_dot() -> bool | None:
@@ -171,12 +155,12 @@ def preprocess(onnx_in: Path, onnx_out: Path) -> str:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        with _quiet():
+        with quiet(""):
             quant_pre_process(str(onnx_in), str(onnx_out), skip_symbolic_shape=False)
         return "symbolic shape inference + optimisation"
     except Exception as first:  # symbolic inference raises many types on exotic ops; retry without it
         try:
-            with _quiet():
+            with quiet(""):
                 quant_pre_process(str(onnx_in), str(onnx_out), skip_symbolic_shape=True)
             return f"onnx shape inference + optimisation (symbolic failed: {type(first).__name__})"
         except Exception as err:
@@ -216,7 +200,7 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
         info.update(reduce_range=reduce_range, reduce_range_reason=why)
         info.update(decided)
         op_types = list(config.op_types) if config.op_types else None
-        with atomic_path(onnx_out, suffix=".onnx") as out, _quiet():
+        with atomic_path(onnx_out, suffix=".onnx") as out, quiet(""):
             if config.mode == "dynamic":
                 quantize_dynamic(str(src), str(out), per_channel=config.per_channel, reduce_range=reduce_range,
                                  weight_type=_qtype(config.weight_type), op_types_to_quantize=op_types,
@@ -273,7 +257,7 @@ def to_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> dict[str
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(onnx_in))
-    with _quiet():
+    with quiet(""):
         half = convert_float_to_float16(model, keep_io_types=True)
     with atomic_path(onnx_out, suffix=".onnx") as out:
         onnx.save(half, str(out))

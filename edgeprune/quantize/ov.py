@@ -21,15 +21,12 @@ CNN defaults (measured on EfficientNet-Lite0, 200 held-out crops, agreement / lo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from edgeprune._io import atomic_path
+from edgeprune._io import atomic_path, quiet
 from edgeprune.errors import BackendUnavailable, ConfigError, ExportError
 
 WEIGHT_MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
@@ -72,19 +69,6 @@ def require_nncf() -> None:
         raise BackendUnavailable("OpenVINO INT8 needs NNCF", hint="pip install nncf")
 
 
-@contextlib.contextmanager
-def _quiet():
-    """NNCF prints progress bars and INFO lines per algorithm step; keep them out of the user's terminal."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def is_transformer(ov_model) -> bool:
     """Softmax next to MatMuls with integer inputs, or any attention op: NNCF's transformer scheme applies."""
     types = {op.get_type_name() for op in ov_model.get_ops()}
@@ -114,16 +98,11 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
     model = read_model(source)
     transformer = config.model_type == "transformer" or (config.model_type == "auto" and is_transformer(model))
     info: dict[str, Any] = {"tool": f"nncf {nncf.__version__}", "model_type": "transformer" if transformer else "cnn"}
-    ignored_types = list(config.ignored_types)
-    if not transformer and config.float_depthwise is not False and "GroupConvolution" not in ignored_types:
-        ignored_types.append("GroupConvolution")
-    ignored = None
-    if ignored_types or config.ignored_names:
-        ignored = nncf.IgnoredScope(types=ignored_types, names=list(config.ignored_names), validate=False)
+    ignored_types, ignored = _ignored(nncf, config, transformer)
     if config.weight_compression:
         mode = nncf.CompressWeightsMode(config.weight_compression)
         kwargs = {"ratio": 1.0, "group_size": -1} if mode.value.startswith("int4") else {}
-        with _quiet():
+        with quiet("nncf", stderr=True):
             model = nncf.compress_weights(model, mode=mode, ignored_scope=ignored, **kwargs)
         info.update(method="weight compression", weight_mode=mode.value)
         return _save(model, xml_out, info)
@@ -136,11 +115,30 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
     data = as_data(calib).bind(specs)
     static_batch = specs[0].shape[0] if specs and isinstance(specs[0].shape[0], int) else 1
     feeds = data.feeds(batch_size=static_batch)
-    dataset = nncf.Dataset(feeds)
+    kwargs = _ptq_options(nncf, config, transformer, ignored, len(feeds))
+    info.update(calibration_samples=len(data), subset_size=kwargs["subset_size"],
+                fast_bias_correction=kwargs["fast_bias_correction"], overflow_fix=_overflow_fix(config, transformer)
+                or "nncf default", float_types=ignored_types)
+    model = _run_nncf(nncf, model, nncf.Dataset(feeds), kwargs, config, evaluate, eval_data, info)
+    return _save(model, xml_out, info)
+
+
+def _ignored(nncf, config: OvQuantConfig, transformer: bool):
+    """(op types kept float, NNCF IgnoredScope or None): CNNs keep GroupConvolution (depthwise) float by default."""
+    types = list(config.ignored_types)
+    if not transformer and config.float_depthwise is not False and "GroupConvolution" not in types:
+        types.append("GroupConvolution")
+    if not (types or config.ignored_names):
+        return types, None
+    return types, nncf.IgnoredScope(types=types, names=list(config.ignored_names), validate=False)
+
+
+def _ptq_options(nncf, config: OvQuantConfig, transformer: bool, ignored, n_feeds: int) -> dict[str, Any]:
+    """nncf.quantize keyword arguments: subset size, bias correction, overflow fix, model type and preset."""
     fast_bc = transformer if config.fast_bias_correction is None else config.fast_bias_correction
-    overflow = _overflow_fix(config, transformer)
-    kwargs: dict[str, Any] = {"subset_size": min(config.subset_size, len(feeds)), "fast_bias_correction": fast_bc,
+    kwargs: dict[str, Any] = {"subset_size": min(config.subset_size, n_feeds), "fast_bias_correction": fast_bc,
                               "ignored_scope": ignored}
+    overflow = _overflow_fix(config, transformer)
     if overflow:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
@@ -150,29 +148,30 @@ def quantize_ov(source: str | os.PathLike, xml_out: str | os.PathLike, calib=Non
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if config.preset:
         kwargs["preset"] = nncf.QuantizationPreset(config.preset)
-    info.update(calibration_samples=len(data), subset_size=kwargs["subset_size"], fast_bias_correction=fast_bc,
-                overflow_fix=overflow or "nncf default", float_types=ignored_types)
+    return kwargs
+
+
+def _run_nncf(nncf, model, dataset, kwargs: dict[str, Any], config: OvQuantConfig, evaluate, eval_data, info: dict):
+    """nncf.quantize, or quantize_with_accuracy_control when an evaluation function and max_drop are given."""
     try:
-        with _quiet():
-            if evaluate is not None and config.max_drop is not None:
-                if eval_data is None:
-                    raise ConfigError("accuracy control needs evaluation data", hint="pass eval_data= with the evaluation function")
-                # items are (inputs, target): `evaluate` sees them whole, NNCF's own ranking runs feed only inputs
-                validation = nncf.Dataset(list(eval_data), _inputs_of)
-                if "advanced_parameters" in kwargs:  # the accuracy-control API names it differently
-                    kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
-                model = nncf.quantize_with_accuracy_control(model, dataset, validation, evaluate,
-                                                            max_drop=config.max_drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
-                info.update(method="nncf.quantize_with_accuracy_control", max_drop=config.max_drop)
-            else:
-                model = nncf.quantize(model, dataset, **kwargs)
+        with quiet("nncf", stderr=True):
+            if evaluate is None or config.max_drop is None:
                 info["method"] = "nncf.quantize (PTQ)"
+                return nncf.quantize(model, dataset, **kwargs)
+            if eval_data is None:
+                raise ConfigError("accuracy control needs evaluation data", hint="pass eval_data= with the evaluation function")
+            # items are (inputs, target): `evaluate` sees them whole, NNCF's own ranking runs feed only inputs
+            validation = nncf.Dataset(list(eval_data), _inputs_of)
+            if "advanced_parameters" in kwargs:  # the accuracy-control API names it differently
+                kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
+            info.update(method="nncf.quantize_with_accuracy_control", max_drop=config.max_drop)
+            return nncf.quantize_with_accuracy_control(model, dataset, validation, evaluate, max_drop=config.max_drop,
+                                                       drop_type=nncf.DropType.ABSOLUTE, **kwargs)
     except (ConfigError, ExportError):
         raise
     except Exception as err:  # NNCF wraps runtime failures in many types; name the cause in one line
         raise ExportError(f"NNCF quantization failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
                           hint="check the model compiles on OpenVINO; try model_type or ignored types") from err
-    return _save(model, xml_out, info)
 
 
 def _overflow_fix(config: OvQuantConfig, transformer: bool) -> str | None:

@@ -66,40 +66,9 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
     args, kwargs = batch  # the caller's first cfg.allocation_samples samples
     wanda = cfg.method != "magnitude"
 
-    # dense pass: the model output (target) and, for Wanda-style importance, per-layer input norms.
-    # Why the final output and not the mean over blocks: an early block's error is counted again in
-    # every later block's output while the last block's counts once, so a block-averaged loss prunes
-    # the last block hardest and hurts the output most (measured on the tiny GPT-2 at 70% magnitude:
-    # perplexity 507.0 block-averaged vs 480.4 output-reconstructed, uniform 479.7).
-    outputs: dict[int, torch.Tensor] = {}
-    moments: dict[str, Moments] = {}
-    hooks = [model.register_forward_hook(lambda m, a, o: outputs.__setitem__(0, _first_tensor(o)))]
-    if wanda:
-        def pre(name):
-            def hook(mod, a):
-                x = input_matrix(nn.Linear(1, 1) if is_hf_conv1d(mod) else mod, a[0])
-                moments.setdefault(name, Moments(x.shape[1], need_hessian=False)).add(x)
-            return hook
-        hooks += [m.register_forward_pre_hook(pre(n)) for n, m in layers.items()]
-    try:
-        with torch.no_grad():
-            model(*args, **kwargs)
-    finally:
-        for h in hooks:
-            h.remove()
-    targets = {i: o.detach() for i, o in outputs.items()}
-
-    # importances in matrix view, normalised per layer so thresholds are comparable and start near 1
+    targets, moments = _dense_pass(model, layers, args, kwargs, wanda)
     names = list(layers)
-    weights, imps, subs, bandwidths, counts = {}, {}, {}, {}, {}
-    for name in names:
-        w = weight_fn(layers[name]).float()
-        a = w.abs() * (moments[name].col_norms.float().reshape(1, -1) if wanda and name in moments else 1.0)
-        a = a / a.mean().clamp_min(1e-12)
-        flat = a.reshape(-1)
-        sub = flat[torch.randperm(flat.numel())[:_SUBSAMPLE]] if flat.numel() > _SUBSAMPLE else flat
-        weights[name], imps[name], subs[name], counts[name] = w, a, sub, flat.numel()
-        bandwidths[name] = max(1.06 * float(sub.std()) * sub.numel() ** -0.2, 1e-6)
+    weights, imps, subs, bandwidths, counts = _importances(layers, moments, weight_fn, wanda)
     total = float(sum(counts.values()))
     sorted_sub = {n: torch.sort(subs[n]).values for n in names}
     lo = {n: math.log(float(sorted_sub[n][0]) + 1e-12) for n in names}
@@ -136,6 +105,47 @@ def learn_allocation(model: nn.Module, layers: dict[str, nn.Module], batch, cfg,
     sparsities, achieved = _exact_global(names, imps, counts, theta.detach(), target, s_max)
     return AllocationResult(sparsities, target, achieved, cfg.allocation_steps, time.perf_counter() - t0,
                             float(loss_start), recon_val, history)
+
+
+def _dense_pass(model: nn.Module, layers: dict[str, nn.Module], args, kwargs, wanda: bool):
+    """The model output (the reconstruction target) and, for Wanda-style importance, per-layer input moments.
+
+    Why the final output and not the mean over blocks: an early block's error is counted again in every later
+    block's output while the last block's counts once, so a block-averaged loss prunes the last block hardest and
+    hurts the output most (measured on the tiny GPT-2 at 70% magnitude: perplexity 507.0 block-averaged vs 480.4
+    output-reconstructed, uniform 479.7)."""
+    outputs: dict[int, torch.Tensor] = {}
+    moments: dict[str, Moments] = {}
+    hooks = [model.register_forward_hook(lambda m, a, o: outputs.__setitem__(0, _first_tensor(o)))]
+    if wanda:
+        def pre(name):
+            def hook(mod, a):
+                x = input_matrix(nn.Linear(1, 1) if is_hf_conv1d(mod) else mod, a[0])
+                moments.setdefault(name, Moments(x.shape[1], need_hessian=False)).add(x)
+            return hook
+        hooks += [m.register_forward_pre_hook(pre(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {i: o.detach() for i, o in outputs.items()}, moments
+
+
+def _importances(layers: dict[str, nn.Module], moments: dict, weight_fn: Callable, wanda: bool):
+    """Per layer: weight matrix, importance (|w|, times input norms for Wanda) normalised to mean 1 so thresholds
+    compare across layers and start near 1, a subsample of it, its KDE bandwidth (Silverman), and its size."""
+    weights, imps, subs, bandwidths, counts = {}, {}, {}, {}, {}
+    for name, layer in layers.items():
+        w = weight_fn(layer).float()
+        a = w.abs() * (moments[name].col_norms.float().reshape(1, -1) if wanda and name in moments else 1.0)
+        a = a / a.mean().clamp_min(1e-12)
+        flat = a.reshape(-1)
+        sub = flat[torch.randperm(flat.numel())[:_SUBSAMPLE]] if flat.numel() > _SUBSAMPLE else flat
+        weights[name], imps[name], subs[name], counts[name] = w, a, sub, flat.numel()
+        bandwidths[name] = max(1.06 * float(sub.std()) * sub.numel() ** -0.2, 1e-6)
+    return weights, imps, subs, bandwidths, counts
 
 
 def _exact_global(names, imps, counts, theta, target, s_max) -> tuple[dict[str, float], float]:

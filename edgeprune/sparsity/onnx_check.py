@@ -228,35 +228,26 @@ def tensorrt_eligibility(path: str | os.PathLike):
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """FP16 weights and compute with fp32 inputs/outputs (keep_io_types=True)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    """FP16 weights and compute with fp32 inputs/outputs: the quantizer's own conversion (edgeprune.quantize.ort)."""
+    from edgeprune.quantize.ort import to_fp16
 
-    from edgeprune._io import atomic_path
-
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    with atomic_path(dst, suffix=".onnx") as tmp:
-        onnx.save(model, str(tmp))
+    to_fp16(src, dst)
     return Path(dst)
 
 
+# Symmetric per-channel int8 weights keep 0.0 exactly 0 (the pattern survives); uint8 activations; no
+# pre-processing or range reduction, so the graph the pattern check reads is the exported one.
+PATTERN_KEEPING_QDQ = dict(mode="static", model_type="generic", per_channel=True, activation_type="uint8",
+                           weight_type="int8", weight_symmetric=True, reduce_range=False, preprocess=False)
+
+
 def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, feeds: list[dict[str, np.ndarray]]) -> Path:
-    """Static Q/DQ int8: symmetric per-channel weights (0.0 stays exactly 0), uint8 activations calibrated on `feeds`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """Static Q/DQ int8 calibrated on `feeds`, through the ONNX Runtime quantizer (edgeprune.quantize.ort)."""
+    from edgeprune.data import as_data
+    from edgeprune.quantize.ort import OrtQuantConfig, quantize_ort
 
-    from edgeprune._io import atomic_path
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
-    with atomic_path(dst, suffix=".onnx") as tmp:
-        quantize_static(str(src), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        extra_options={"WeightSymmetric": True})
+    config = OrtQuantConfig(**PATTERN_KEEPING_QDQ, batch_size=len(next(iter(feeds[0].values()))))
+    quantize_ort(src, dst, as_data(feeds), config)
     return Path(dst)
 
 

@@ -85,8 +85,10 @@ def layer_verdict(pattern: SparsityPattern, runtime: str, *, op: str, matrix_sha
 
 def compressed_bytes(pattern: SparsityPattern, numel: int, sparsity: float, precision: str = "fp32") -> int:
     """Bytes a runtime that stores only the kept values (plus index metadata) would need for this weight."""
-    per_value = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}.get(precision, 4)
-    return pattern.compressed_bytes(numel, int(round(numel * (1 - sparsity))), per_value)
+    from edgeprune.precisions import bytes_per_element
+
+    per_value = bytes_per_element(precision)  # int4 packs two values a byte: 0.5
+    return int(round(pattern.compressed_bytes(numel, int(round(numel * (1 - sparsity))), per_value)))
 
 
 __all__ = ["Verdict", "HostFacts", "sparse_runtimes", "constraints", "pattern_support", "layer_verdict", "compressed_bytes"]

@@ -11,11 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from edgeprune import backends
+from edgeprune import backends, precisions
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int16", "int8", "int4")
-PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16", "f16": "fp16",
-                     "bfloat16": "bf16", "uint8": "int8", "u8": "int8", "i8": "int8", "qint8": "int8", "quint8": "int8"}
+PRECISIONS = precisions.names()  # the precision registry (edgeprune.precisions): one table for the project
 KINDS = ("cpu", "gpu", "npu")
 DEVICES = ("cpu", "gpu", "npu", "dla")
 CONFIDENCES = ("V", "M", "D", "unconfirmed")
@@ -52,8 +50,7 @@ def _check_runtime(value: str) -> str:
 
 
 def canonical_precision(name: str) -> str:
-    key = str(name).strip().lower()
-    return PRECISION_ALIASES.get(key, key)
+    return precisions.canonical(name)
 
 
 def _version(value: Any) -> Any:
