@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from edgeprune.targets.target import Target
+
 from edgeprune.errors import ConfigError
 from edgeprune.measurement.latency import (LatencyTable, LayerShape, ModelLatency, Roofline, WholeModelFit, measure_layers,
                                open_table)
@@ -19,7 +21,7 @@ def _cache(tmp_path, monkeypatch):
 def test_measured_table_is_cached_and_read_back(runtime):
     # that 16x the MACs costs more is a timing claim: benchmarks/results/optimize.md tests the table's predictions
     shapes = [LayerShape(64, 256, n) for n in (64, 1024)]
-    table = measure_layers(shapes, runtime, threads=1, iters=12, rounds=2)
+    table = measure_layers(shapes, Target.host(runtime), threads=1, iters=12, rounds=2)
     small, big = (table.get(s) for s in shapes)
     assert small > 0 and big > 0 and all(s.key() in table.entries for s in shapes)
     again = open_table("host", runtime, threads=1)
@@ -28,7 +30,7 @@ def test_measured_table_is_cached_and_read_back(runtime):
 
 def test_conv_layers_are_measurable():
     shape = LayerShape(16 * 16, 9 * 8, 16, kind="conv", kernel=3, spatial=16)
-    table = measure_layers([shape], "onnxruntime", threads=1, iters=6, rounds=2, save=False)
+    table = measure_layers([shape], Target.host("onnxruntime"), threads=1, iters=6, rounds=2, save=False)
     assert table.get(shape) > 0
 
 

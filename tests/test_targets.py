@@ -87,3 +87,10 @@ def test_precisions_are_a_registry_without_fallback():
 
     gpu = ep.target("a100-sxm", runtime="tensorrt")
     assert choose_pattern(gpu, "bf16")[0] == "2:4" and choose_pattern(gpu, "fp32")[0] == "dense"
+
+
+def test_timing_primitives_take_a_target_and_refuse_one_that_is_not_here():
+    from edgeprune.measurement.latency import LayerShape, measure_layers
+
+    with pytest.raises(ConfigError, match="cannot time for tensorrt on jetson-orin-nano on this machine"):
+        measure_layers([LayerShape(1, 64, 64)], ep.target("jetson-orin-nano", runtime="tensorrt"))

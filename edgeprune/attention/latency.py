@@ -12,6 +12,7 @@ estimate: per head, in multiply-add equivalents (no runtime at hand, e.g. a non-
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 import tempfile
 from pathlib import Path
 
@@ -20,9 +21,11 @@ import torch
 from torch import nn
 
 from edgeprune.attention.config import AttentionSparsityConfig
-from edgeprune.backends import DEFAULT
 from edgeprune.attention.kernel import blocks_kept
 from edgeprune.attention.module import SparseAttention
+
+if TYPE_CHECKING:
+    from edgeprune.targets.target import Target
 
 # An elementwise op or a copy moves ~1 float per lane where a MAC unit retires a fused multiply-add per lane, and
 # exp/compare chains cost several: one element ~ 4 MACs is the ratio ORT's CPU MLAS kernels show (fitted on the
@@ -104,14 +107,16 @@ def break_even_seq(shape: AttentionShape, cfg: AttentionSparsityConfig, saving: 
     return None
 
 
-def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, runtime: str = DEFAULT, *,
-                      profile: str = "host", threads: int | None = None, iters: int = 30, rounds: int = 3,
-                      fresh: bool = False) -> AttentionCost:
-    """Dense and sparse layer p50 ms on `runtime` (least round median of interleaved rounds), cached on disk."""
-    from edgeprune.measurement.latency import open_table
+def measure_attention(shape: AttentionShape, cfg: AttentionSparsityConfig, target: Target | None = None, *,
+                      threads: int | None = None, iters: int = 30, rounds: int = 3, fresh: bool = False) -> AttentionCost:
+    """Dense and sparse layer p50 ms on the target's runtime, on this machine (None: Target.host()); least round
+    median of interleaved rounds, cached on disk."""
+    from edgeprune.measurement.latency import host_target, open_table
 
+    target = host_target(target)
+    runtime = target.runtime
     # A table of its own (profile "<profile>/attention"): the GEMM table is rewritten whole when re-measured.
-    table = open_table(f"{profile}/attention", runtime, threads, fresh=fresh)
+    table = open_table(f"{target.name}/attention", runtime, threads, fresh=fresh)
     key = shape.key(cfg)
     n, K = kept_blocks(shape, cfg)
     if not fresh and f"{key}:dense" in table.entries and f"{key}:sparse" in table.entries:

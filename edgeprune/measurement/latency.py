@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeprune.backends import DEFAULT
 from edgeprune.precisions import bytes_per_element
 from edgeprune.errors import ConfigError
 
@@ -199,11 +198,23 @@ def open_table(profile: str, runtime: str, threads: int | None = None, fresh: bo
     return table
 
 
-def measure_layers(shapes: Iterable[LayerShape], runtime: str = DEFAULT, *, profile: str = "host",
-                   threads: int | None = None, iters: int = 30, rounds: int = 3, table: LatencyTable | None = None,
-                   save: bool = True, fresh: bool = False) -> LatencyTable:
-    """Time each shape alone on `runtime` (p50 seconds); shapes already in the cache are not re-timed
-    unless `fresh` (used when the cached table disagrees with a whole-model measurement)."""
+def host_target(target: Target | None) -> Target:
+    """`target`, checked to be this machine (None: Target.host()); timing anything else here would be a lie."""
+    from edgeprune.targets.target import Target
+
+    target = Target.host() if target is None else target
+    if not target.on_host:
+        raise ConfigError(f"cannot time for {target.describe()} on this machine",
+                          hint="time on the device itself (edgeprune bundle / bench-remote), or use the host profile")
+    return target
+
+
+def measure_layers(shapes: Iterable[LayerShape], target: Target | None = None, *, threads: int | None = None,
+                   iters: int = 30, rounds: int = 3, table: LatencyTable | None = None, save: bool = True,
+                   fresh: bool = False) -> LatencyTable:
+    """Time each shape alone on the target's runtime (p50 seconds); shapes already in the cache are not re-timed
+    unless `fresh` (used when the cached table disagrees with a whole-model measurement). The target must be this
+    machine (None: Target.host()): a device elsewhere is estimated, never timed here."""
     import tempfile
 
     import onnx
@@ -211,7 +222,9 @@ def measure_layers(shapes: Iterable[LayerShape], runtime: str = DEFAULT, *, prof
     from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.measurement.bench import measure
 
-    table = table or open_table(profile, runtime, threads, fresh=fresh)
+    target = host_target(target)
+    runtime = target.runtime
+    table = table or open_table(target.name, runtime, threads, fresh=fresh)
     todo = [s for s in dict.fromkeys(shapes) if table.get(s) is None]
     with tempfile.TemporaryDirectory() as tmp:
         for i, shape in enumerate(todo):

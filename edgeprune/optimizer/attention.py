@@ -84,7 +84,7 @@ def _judge(shape, cfg: AttentionSparsityConfig, target: Target, measured: bool, 
     from edgeprune.attention.latency import break_even_seq, estimate_attention, measure_attention
 
     runtime = target.runtime
-    cost = (measure_attention(shape, cfg, runtime, profile=target.name, threads=threads)
+    cost = (measure_attention(shape, cfg, target, threads=threads)
             if measured else estimate_attention(shape, cfg))
     # every block kept: the sparse layer computes all of dense plus the block selection, so it cannot pay, whatever
     # a noisy timing of two near-equal layers says

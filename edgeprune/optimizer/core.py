@@ -106,17 +106,16 @@ def _budget_fraction(speedup: float | None, latency_ms: float | None, macs_ratio
 def _layer_costs(groups, records, target: Target, measured: bool, threads: int | None, max_candidates: int,
                  step_for: Callable[[Any], int], fresh: bool = False):
     """Per-layer seconds for every width the planner may pick: measured table or the target's roofline."""
-    runtime = target.runtime
     shapes: set[LayerShape] = set()
     for g in groups:
         step = step_for(g)
         for k in _candidate_widths(g.n_units, step, max_candidates):
             shapes.update(shapes_at(records[g.name], g.n_units - k))
     if measured:
-        table = measure_layers(sorted(shapes, key=LayerShape.key), runtime, profile=target.name,
+        table = measure_layers(sorted(shapes, key=LayerShape.key), target,
                                threads=threads, iters=20, rounds=3, fresh=fresh)
         # cost functions take (shape, layer name): the name lets a per-layer correction apply (context.py)
-        return lambda s, name=None: table.get(s) if table.get(s) is not None else measure_layers([s], runtime, table=table).get(s)
+        return lambda s, name=None: table.get(s) if table.get(s) is not None else measure_layers([s], target, table=table).get(s)
     roof = roofline_for(target, "fp32")
     return lambda s, name=None: roof.layer_s(s)
 

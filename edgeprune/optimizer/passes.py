@@ -119,7 +119,7 @@ def price_layers(s: Search) -> None:
 
         sessions = _compiled_sessions([("dense", s.dense_onnx)], s.runtime, s.feeds, cfg.threads)
         s.dense_ms = benchmark_sessions(sessions, warmup=10, iters=cfg.iters // 2, rounds=cfg.rounds)[0].stats.p50
-        s.layer_s, s.dense_cost = _rescale_to_now(s.groups, s.records, s.layer_s, s.dense_cost, s.runtime, cfg.threads, say)
+        s.layer_s, s.dense_cost = _rescale_to_now(s.groups, s.records, s.layer_s, s.dense_cost, s.target, cfg.threads, say)
         # (convs alone are expected to cost more than in the model: the anchors' context correction rescales them)
         if s.dense_cost > 1.1 * s.dense_ms / 1e3 and not _touches_convs(s.records):
             # The touched layers alone cannot cost more than the whole model: the (cached) table was

@@ -8,7 +8,7 @@ from edgeprune.optimizer.core import _joint_cost, _measure_against_dense
 from edgeprune.optimizer.planner import Plan, build_plan, fill_budget
 
 
-def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, threads, say):
+def _rescale_to_now(groups, records, layer_s, dense_cost: float, target, threads, say):
     """Re-time the dense-width layers now and scale a cached table to the machine's current speed.
 
     A table cached on a quiet machine and a dense model timed under load (or the reverse) would make
@@ -17,7 +17,7 @@ def _rescale_to_now(groups, records, layer_s, dense_cost: float, runtime: str, t
     from edgeprune.measurement.latency import measure_layers
 
     dense_shapes = sorted({r.shape for g in groups for r in records[g.name]}, key=lambda s: s.key())
-    now = measure_layers(dense_shapes, runtime, threads=threads, iters=20, rounds=3, fresh=True, save=False)
+    now = measure_layers(dense_shapes, target, threads=threads, iters=20, rounds=3, fresh=True, save=False)
     fresh_cost = _joint_cost(groups, records, {}, lambda s, name=None: now.get(s))
     factor = fresh_cost / dense_cost if dense_cost > 0 else 1.0
     if abs(factor - 1.0) <= 0.1:
