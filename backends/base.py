@@ -87,6 +87,9 @@ class Capabilities:
     companions: tuple[str, ...] = ()  # suffixes of files that travel with the artifact (IR's .bin)
     dists: tuple[str, ...] = ()  # pip distributions that provide it (probe, environment); default: `package`
     devices: tuple[str, ...] = ("cpu",)  # profile device kinds it can run on
+    # what optimize's precision="auto" tries, in order: (precision, label, "module:function" -> quantizer config,
+    # "" = the quantizer's defaults); each one is built, timed beside the dense model and scored (optimizer/precision.py)
+    auto_candidates: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

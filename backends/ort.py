@@ -49,6 +49,9 @@ class OnnxRuntimeBackend(Backend):
                   "unstructured": "no sparse kernel: MatMul/Gemm/Conv run dense, zeros are multiplied"},
         int8_config="edgeprune.quantize.ort:int8_config",
         quantizers={"int8": "edgeprune.quantize.ort:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
+        auto_candidates=(("int8", "dynamic INT8", "edgeprune.quantize.ort:dynamic_config"),
+                         ("int8", "static QDQ INT8", "edgeprune.quantize.ort:static_config"),
+                         ("fp16", "FP16", "")),
         times_on_cpu=True, devices=("cpu", "gpu"),
         dists=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"))
 

@@ -77,8 +77,8 @@ class TensorRTBackend(Backend):
         # Q/DQ ONNX and FP16 ONNX; the engine is built from them on the device. Checked here on ORT, unfused.
         int8_config="edgeprune.quantize.trt:int8_config",
         quantizers={"int8": "edgeprune.quantize.trt:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
-        validates_quantized_on="onnxruntime", unfused_validation=True, devices=("gpu", "dla"),
-        dists=("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))
+        auto_candidates=(("fp16", "FP16", ""), ("int8", "INT8 Q/DQ", "")), devices=("gpu", "dla"),
+        validates_quantized_on="onnxruntime", unfused_validation=True, dists=("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))
 
     def __init__(self, options=None):
         super().__init__(options)

@@ -277,3 +277,14 @@ def int8_artifact(job):
 def fp16_artifact(job):
     """Capabilities.quantizers entry: an FP16 ONNX (inputs and outputs stay FP32)."""
     return to_fp16(job.onnx_path, job.output)
+
+
+def dynamic_config() -> OrtQuantConfig:
+    """Capabilities.auto_candidates entry: dynamic INT8 (weights ahead of time, activations per call)."""
+    return OrtQuantConfig(mode="dynamic")
+
+
+def static_config() -> OrtQuantConfig:
+    """Capabilities.auto_candidates entry: static QDQ with the model type's safe defaults (transformers: MatMul/Gemm
+    only, GELU-fed MatMuls kept float; see the module doc)."""
+    return OrtQuantConfig(mode="static", model_type="auto")
