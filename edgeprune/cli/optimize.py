@@ -17,6 +17,7 @@ from edgeprune.cli.data import data_options, read_data_options
 from edgeprune.errors import ConfigError
 from edgeprune.metrics import METRICS as METRIC_NAMES
 from edgeprune.optimizer.config import DEFAULT_SPEEDUP
+from edgeprune.quantize import PRECISIONS as QUANT_PRECISIONS
 from edgeprune.recover.config import RecoverConfig
 
 
@@ -78,12 +79,13 @@ def _summary_table(result) -> Table:
                 f"{result.metric} (held-out)"):
         table.add_column(col, justify="right")
     c = result.counts
-    dense, opt = (result.bench + [None, None])[:2]
+    dense, opt = (result.bench + [None, None])[0], (result.bench[-1] if len(result.bench) > 1 else None)
     s = result.speedup
     table.add_row("dense", f"{dense.stats.p50:.2f}" if dense else "-", f"{dense.stats.p90:.2f}" if dense else "-", "1.00x",
                   f"{dense.stats.p50 if dense else result.plan.dense_predicted_s * 1e3:.2f}", f"{c['dense']['macs'] / 1e6:.1f}",
                   f"{c['dense']['params'] / 1e6:.2f}", f"{result.score_dense:.2f}")
-    table.add_row("optimized", f"{opt.stats.p50:.2f}" if opt else "-", f"{opt.stats.p90:.2f}" if opt else "-",
+    shipped = (result.precision or {}).get("precision", "fp32")
+    table.add_row("optimized" + (f" ({shipped})" if shipped != "fp32" else ""), f"{opt.stats.p50:.2f}" if opt else "-", f"{opt.stats.p90:.2f}" if opt else "-",
                   f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})" if s else "not measured (target is not this machine)",
                   f"{result.predicted_ms:.2f}", f"{c['optimized']['macs'] / 1e6:.1f}", f"{c['optimized']['params'] / 1e6:.2f}",
                   f"{result.score:.2f}")
@@ -94,6 +96,9 @@ def _summary_table(result) -> Table:
 @click.argument("model", required=False, default="minilm")
 @click.option("--profile", default="host", show_default=True, help="Device profile name, 'host', or a YAML file.")
 @click.option("--runtime", help="Runtime to optimize for (default: the profile's first installed one).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", *QUANT_PRECISIONS]), default="fp32", show_default=True,
+              help="auto: time the runtime's INT8/FP16 artifacts beside the dense model and stack the fastest that pays "
+                   "within --max-drop with pruning (pruning is asked only for the rest of the speedup).")
 @click.option("--speedup", type=float, help=f"Target speedup over the dense model (default {DEFAULT_SPEEDUP}).")
 @click.option("--latency-ms", type=float, help="Target p50 latency in ms instead of --speedup.")
 @click.option("--macs-ratio", type=float, help="Target MACs fraction instead of --speedup.")
@@ -119,7 +124,7 @@ def _summary_table(result) -> Table:
 @click.option("-o", "--output", "outdir", default="edgeprune-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False),
               help="Also pack OUTDIR into a deployable NAME.tar.gz (see `edgeprune bundle`).")
-def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input_shapes, calib, train, eval_data, image_size,
+def optimize_cmd(model, profile, runtime, precision, speedup, latency_ms, macs_ratio, input_shapes, calib, train, eval_data, image_size,
                  metric, eval_spec, max_drop, recover_mode, recover_minutes, recover_steps, resume_dir, seed, importance, threads,
                  sparse_attention, outdir, bundle_path):
     """Optimize MODEL (default: the packaged MiniLM-L6) for a device: plan, prune, recover, verify, measure."""
@@ -141,7 +146,7 @@ def optimize_cmd(model, profile, runtime, speedup, latency_ms, macs_ratio, input
     recover = RecoverConfig(mode=recover_mode, minutes=recover_minutes, steps=recover_steps, seed=seed, checkpoint_dir=checkpoint_dir,
                             resume=bool(resume_dir))
     config = OptimizeConfig(speedup=speedup, latency_ms=latency_ms, macs_ratio=macs_ratio, profile=target(profile, runtime),
-                            runtime=runtime, metric=metric, max_drop=max_drop, recover=recover,
+                            runtime=runtime, precision=precision, metric=metric, max_drop=max_drop, recover=recover,
                             importance=importance, threads=threads, attention=sparse_attention, seed=seed)
     evaluate = _load_eval(eval_spec)
     loaded = load_model(model, input_shapes)
@@ -173,6 +178,8 @@ def _print_result(result, outdir, config) -> None:
     console.print(f"{len(result.attempts)} attempt(s); last: {last.note}. Prediction error "
                   f"{'%+.1f%%' % (100 * result.prediction_error) if result.prediction_error is not None else 'n/a'}. "
                   f"Wall time {result.seconds:.0f} s. Output: {outdir}/ ({', '.join(sorted(p.name for p in Path(outdir).iterdir()))})")
+    for line in precision_lines(result):
+        console.print(line)
     attn = result.plan.attention
     if attn:
         console.print(f"sparse attention {'applied' if attn['applied'] else 'not applied'}: {attn['reason']}")
@@ -207,6 +214,14 @@ def targets_line(result, config) -> str:
     where = f" on {data['samples']} held-out samples ({data['source']})" if data else ""
     return (f"{speed}; {result.metric} {result.score:.2f} vs dense {result.score_dense:.2f}, drop {drop:.2f} "
             f"{'<=' if drop <= result.max_drop else '>'} max_drop {result.max_drop:g}{where}")
+
+
+def precision_lines(result) -> list[str]:
+    """One line per precision candidate: its measurement (or "not measured here") and the verdict with its reason."""
+    choice = result.precision
+    if not choice:
+        return []
+    return [f"precision {r['label']}: {r['verdict']}: {r['reason']}" for r in choice["candidates"]]
 
 
 def recovery_lines(result) -> list[str]:

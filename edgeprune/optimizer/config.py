@@ -34,6 +34,9 @@ class OptimizeConfig:
     macs_ratio: float | None = None
     profile: TargetLike = "host"  # a Target, a profile name ("host" = this machine), a YAML path or a DeviceProfile
     runtime: str | None = None
+    # auto: time the reduced precisions the target's runtime offers beside the dense model and ship the fastest
+    # that pays within max_drop (optimizer/precision.py); fp32: none; int8 / fp16: that one, measured and reported
+    precision: str = "fp32"
     metric: str | None = None
     max_drop: float | None = None
     recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
@@ -60,6 +63,15 @@ class OptimizeConfig:
 
             if canonical(self.runtime) not in names():
                 raise ConfigError(f"unknown runtime '{self.runtime}'", hint=f"use one of {', '.join(names())}")
+        from edgeprune.precisions import canonical as canonical_precision
+
+        from edgeprune.quantize import PRECISIONS
+
+        if self.precision != "auto":
+            object.__setattr__(self, "precision", canonical_precision(str(self.precision)))
+        if self.precision not in ("auto", "fp32", *PRECISIONS):
+            raise ConfigError(f"precision must be auto, fp32 or one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                              hint="--precision auto|fp32|" + "|".join(PRECISIONS))
         if self.max_drop is not None and not self.max_drop >= 0:
             raise ConfigError(f"max_drop must be >= 0, got {self.max_drop}", hint="e.g. --max-drop 1.0")
         if isinstance(self.attention, str) and self.attention not in ("auto", "off"):

@@ -39,6 +39,12 @@ class Attempt:
     predicted_ratio: float | None = None  # predicted latency / dense latency
     first_speedup: dict[str, float] | None = None  # its own run's, when re-timed beside the other attempts (run.py)
     recovery: dict[str, Any] | None = None  # RecoverReport.to_dict(): held-out score and minutes after each stage
+    # with a reduced precision (optimizer/precision.py): `speedup` is the FP32 pruned model's (what the latency model
+    # and re-planning judge), `stacked` the shipped artifact's (pruned + quantized) vs dense FP32, timed in the same run
+    stacked: dict[str, float] | None = None
+    stacked_ms: float | None = None
+    artifact: Path | None = None  # the pruned + quantized artifact
+    fp32_score: float | None = None  # the held-out score before quantization (score is the artifact's)
 
     @property
     def prediction_error(self) -> float | None:
@@ -72,6 +78,8 @@ class OptimizeResult:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # calib/train/eval sources and sample counts
     max_drop: float | None = None  # the drop limit the run used (config's, or the metric's default)
     calib_data: Any = None  # the CalibrationData compensation used: apply_plan(plan, model, inputs, calib=it) reproduces
+    precision: dict[str, Any] | None = None  # PrecisionChoice.to_dict(): what ships and every candidate's evidence
+    artifact_path: Path | None = None  # the reduced-precision artifact that ships (None: FP32, onnx_path)
 
     def save(self, outdir: str | Path, *, convert: bool = True) -> Path:
         """Write the output folder atomically: plan.json, model.onnx, the model in each installed runtime's own

@@ -1,6 +1,7 @@
 """The optimize loop as a pipeline of named passes over one `Search` state (one OptimizeConfig, one Target).
 
-    attention -> export_dense -> find_layers -> price_layers -> anchor -> plan -> attempts -> retime -> result
+    attention -> export_dense -> find_layers -> price_layers -> precision -> anchor -> plan -> attempts -> retime
+    -> result
 
 Each pass reads what the earlier ones left on the state and adds its own part; the decisions themselves (budget
 checks, re-planning, choosing the attempt to return) live in run.py and core.py.
@@ -24,6 +25,7 @@ from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _bud
                                       apply_plan)
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.planner import Plan, choose_pattern
+from edgeprune.optimizer.precision import PrecisionChoice, build, choose_precision, score_artifact
 from edgeprune.optimizer.run import (_best_attempt, _build_plan_or_explain, _replan_if_off, _rescale_to_now,
                                      _retime_side_by_side, _retimed_note)
 from edgeprune.optimizer.shapes import group_layers, record_shapes
@@ -61,6 +63,8 @@ class Search:
     plan: Plan | None = None
     attempts: list[Attempt] = dataclasses.field(default_factory=list)
     kept: list = dataclasses.field(default_factory=list)  # (pruned model, its ONNX, its bench results) per attempt
+    precision: PrecisionChoice | None = None  # what ships beside pruning (precision.py); fraction is then pruning's
+    overall_fraction: float = 1.0  # the whole budget (pruning and precision together), as a fraction of dense
 
     @property
     def measured(self) -> bool:
@@ -209,15 +213,22 @@ def _prune_and_time(s: Search, round_i: int, keep: dict[str, int]) -> tuple[Atte
     # same interleaved run as the candidate (the machine's speed drifts between phases).
     ratio = s.fit(s.joint_total(keep)) / s.fit(s.total_dense)
     predicted = ratio * s.fit(s.total_dense) * 1e3
-    measured_ms, spd, bench = None, None, []
+    candidate = s.precision.candidate if s.precision else None
+    artifact = build(pruned_onnx, candidate, s.runtime, s.job.calib, s.work / f"optimized_{round_i}_{candidate.precision}") \
+        if candidate else None
+    measured_ms, spd, stacked, bench = None, None, None, []
     if s.measured:
-        say(f"measuring dense vs optimized on {s.runtime}")
+        say(f"measuring dense vs optimized on {s.runtime}" + (f" (FP32 and {candidate.label})" if candidate else ""))
         cfg = s.config
-        bench, (spd,) = _measure_against_dense(s.dense_onnx, [pruned_onnx], s.runtime, s.feeds, cfg.threads,
-                                               cfg.rounds, cfg.iters)
+        bench, spds = _measure_against_dense(s.dense_onnx, [pruned_onnx] + ([artifact] if artifact else []), s.runtime,
+                                             s.feeds, cfg.threads, cfg.rounds, cfg.iters)
+        spd, stacked = spds[0], (spds[1] if artifact else None)
         measured_ms = bench[1].stats.p50
         predicted = ratio * bench[0].stats.p50
-    attempt = Attempt(dict(keep), predicted, measured_ms, spd, None, None, False, "", False, predicted_ratio=ratio)
+        if stacked:  # precision's share measured on these widths: pruning's budget follows it
+            s.fraction = min(1.0, s.overall_fraction * stacked["median"] / spd["median"])
+    attempt = Attempt(dict(keep), predicted, measured_ms, spd, None, None, False, "", False, predicted_ratio=ratio,
+                      stacked=stacked, stacked_ms=bench[2].stats.p50 if stacked else None, artifact=artifact)
     return attempt, (pruned, pruned_onnx, bench)
 
 
@@ -228,6 +239,12 @@ def _recover_and_score(s: Search, attempt: Attempt, tried: tuple, keep: dict[str
     score, recovery = s.job.recover(pruned, keep)
     if recovery["stages"][-1]["stage"] != "compensation":  # recovery changed the weights: export them again
         export(pruned, s.example_inputs, pruned_onnx, input_names=s.job.input_names)
+    if attempt.artifact is not None:  # quantized after pruning, compensation and recovery; the artifact is scored
+        candidate = s.precision.candidate
+        attempt.artifact = build(pruned_onnx, candidate, s.runtime, s.job.calib, attempt.artifact.with_suffix(""))
+        quantized = score_artifact(s, attempt.artifact)
+        if quantized is not None:
+            attempt.fp32_score, score = score, quantized
     drop = s.job.drop(score)
     ok = drop <= s.job.max_drop
     attempt.score, attempt.drop, attempt.accepted, attempt.drop_ok, attempt.recovery = score, drop, ok, ok, recovery
@@ -283,12 +300,18 @@ def result(s: Search) -> OptimizeResult:
                          s.job.score_dense, last.score, attempts, counts, time.perf_counter() - s.t_start, s.runtime,
                          final_plan.profile, pruned_onnx, bench, s.context)
     out._tmp = s.tmp  # keep exported files alive with the result
+    if s.precision is not None and s.precision.candidate is not None:
+        out.precision, out.artifact_path = s.precision.to_dict(), last.artifact
+        if last.stacked:  # what ships is the stacked artifact: its speed is the result's
+            out.speedup, out.optimized_ms = last.stacked, last.stacked_ms
+    elif s.precision is not None:
+        out.precision = s.precision.to_dict()
     job = s.job
     out.metric, out.data, out.calib_data, out.max_drop = job.metric_name, job.data_summary, job.calib, job.max_drop
     return out
 
 
-PASSES = (attention, export_dense, find_layers, price_layers, anchor, plan, attempts, retime)
+PASSES = (attention, export_dense, find_layers, price_layers, choose_precision, anchor, plan, attempts, retime)
 
 
 def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig, job: Job) -> OptimizeResult:

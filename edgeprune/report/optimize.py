@@ -22,7 +22,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
 
     doc: dict[str, Any] = {
         "schema": "edgeprune.report/1", "model": model_name, "profile": result.profile, "runtime": result.runtime,
-        "precision": "fp32", "env": environment(), "seconds": round(result.seconds, 1),
+        "precision": (result.precision or {}).get("precision", "fp32"), "env": environment(), "seconds": round(result.seconds, 1),
         "metric": result.metric, "data": result.data, "max_drop": result.max_drop, "max_drop_met": bool(result.attempts and result.attempts[-1].accepted),
         "score_dense": result.score_dense, "score": result.score, "counts": result.counts,
         "recovery": result.attempts[-1].recovery if result.attempts else None,
@@ -39,6 +39,9 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
         "attention": result.plan.attention,  # sparse-attention decision: applied, reason, numbers (optimize/attention.py)
         # per-conv rescaling of the standalone layer table by in-context profiles (optimize/context.py); None: not used
         "latency_context": result.latency_context,
+        # precision="auto"/"int8"/"fp16": every candidate with its measurement (or "not measured here") and verdict
+        "precision_choice": result.precision,
+        "artifact": artifact_name(result),
     }
     if result.bench:
         from edgeprune.measurement.bench import compare
@@ -59,9 +62,30 @@ def write_outdir(result: OptimizeResult, outdir: str | Path, model_name: str, co
         shutil.copy(result.onnx_path, tmp / "model.onnx")
         if convert:
             _write_conversions(tmp / "model.onnx")
+        if result.artifact_path is not None:
+            _copy_artifact(result, tmp)
         (tmp / "report.json").write_text(json.dumps(report_doc(result, model_name), indent=2, default=str))
         write_report(tmp, tmp)
     return outdir
+
+
+def artifact_name(result: OptimizeResult) -> str | None:
+    """The shipped reduced-precision artifact's file name in OUTDIR (model_int8.onnx, model_int8.xml), or None."""
+    if result.artifact_path is None:
+        return None
+    return f"model_{result.precision['precision']}{Path(result.artifact_path).suffix}"
+
+
+def _copy_artifact(result: OptimizeResult, tmp: Path) -> None:
+    """The reduced-precision artifact that ships, as model_<precision><suffix> (+ its companions, IR's .bin)."""
+    from edgeprune.backends import capabilities
+
+    src, caps = result.artifact_path, capabilities(result.runtime)
+    dest = tmp / artifact_name(result)
+    shutil.copy(src, dest)
+    for companion in caps.companions:
+        if src.with_suffix(companion).is_file():
+            shutil.copy(src.with_suffix(companion), dest.with_suffix(companion))
 
 
 def _write_conversions(onnx_path: Path) -> None:
