@@ -25,7 +25,7 @@ from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _bud
                                       apply_plan)
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.planner import Plan, choose_pattern
-from edgeprune.optimizer.precision import PrecisionChoice, build, choose_precision, score_artifact
+from edgeprune.optimizer.precision import PrecisionChoice, build, choose_precision, score_artifact, wanted
 from edgeprune.optimizer.run import (_best_attempt, _build_plan_or_explain, _replan_if_off, _rescale_to_now,
                                      _retime_side_by_side, _retimed_note)
 from edgeprune.optimizer.shapes import group_layers, record_shapes
@@ -322,6 +322,8 @@ def search(model: torch.nn.Module, example_inputs: tuple, config: OptimizeConfig
     the model's length; "off": never) is recorded in plan.attention.
     """
     state = Search(model.eval(), example_inputs, config, job, config.target(), time.perf_counter())
+    if config.precision != "fp32":
+        wanted(state.target, config.precision)  # a precision the target cannot ship fails before anything is timed
     for step in PASSES:
         step(state)
     return result(state)

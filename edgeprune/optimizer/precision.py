@@ -57,6 +57,10 @@ def wanted(target, precision: str) -> list[Candidate]:
             offered = sorted({c.precision for c in candidates(target)})
             raise ConfigError(f"{target.describe()} offers no {precision} artifact",
                               hint=f"use --precision {' or '.join(['auto', 'fp32', *offered])}")
+        measurable = target.measurable and precision in target.profile.precisions
+        if not measurable and not any(c.offered for c in found):  # nothing here can show it pays: the facts refuse
+            raise ConfigError(f"--precision {precision} on {target.describe()}: {found[0].reason}",
+                              hint="use --precision auto (it ships what the device accelerates) or fp32")
     return found
 
 

@@ -1,0 +1,128 @@
+"""optimize's precision choice (#20): candidates from the runtime and the device facts, measured on the host,
+the fastest that pays ships, and pruning is asked only for the rest of the budget. Real ONNX Runtime/OpenVINO."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import edgeprune as ep
+from edgeprune.errors import ConfigError
+from edgeprune.optimizer import OptimizeConfig
+from edgeprune.optimizer.precision import PAYS, decide
+from edgeprune.quantize.offer import candidates
+from edgeprune.recover import RecoverConfig
+
+
+def _spd(median, lo, hi):
+    return {"median": median, "min": lo, "max": hi, "rounds": 8, "ci_low": lo, "ci_high": hi}
+
+
+def _row(label, spd, drop):
+    return {"label": label, "precision": "int8", "measured": True, "speedup": spd, "score": 100 - drop, "drop": drop,
+            "verdict": "", "reason": "facts"}
+
+
+def test_decide_ships_the_fastest_that_pays_and_declines_a_slowdown():
+    # the numbers recorded for MiniLM on an AVX2-only EPYC (quantize_avx2.md): ORT INT8 1.53x, OpenVINO INT8 0.84x
+    rows = [_row("ov int8", _spd(0.84, 0.80, 0.88), 0.5), _row("ort dynamic", _spd(1.53, 1.45, 1.60), 2.0),
+            _row("ort static", _spd(1.70, 1.62, 1.80), 9.0)]
+    best = decide(rows, max_drop=10.0)
+    # static is faster but spends 9 of 10 points; dynamic keeps half the drop budget for pruning
+    assert best == 1 and rows[1]["verdict"] == "chosen"
+    assert rows[0]["verdict"] == "declined" and "0.84x" in rows[0]["reason"] and f">= {PAYS}x" in rows[0]["reason"]
+    assert rows[2]["verdict"] == "declined" and "faster" in rows[2]["reason"]
+    # with a looser limit both keep half of it: the faster one ships
+    rows = [_row("ort dynamic", _spd(1.53, 1.45, 1.60), 2.0), _row("ort static", _spd(1.70, 1.62, 1.80), 9.0)]
+    assert decide(rows, max_drop=30.0) == 1
+
+
+def test_decide_needs_the_interval_above_one_and_the_drop_within_limit():
+    rows = [_row("noisy", _spd(1.10, 0.95, 1.30), 0.0), _row("lossy", _spd(2.0, 1.9, 2.1), 5.0)]
+    assert decide(rows, max_drop=1.0) is None
+    assert "does not pay" in rows[0]["reason"] and "drop 5.00 > max_drop 1.0" in rows[1]["reason"]
+
+
+def test_npu_profile_offers_int8_only():
+    found = {c.precision: c for c in candidates(ep.target("intel-npu-3720", "openvino"))}
+    assert found["int8"].offered and not found["fp16"].offered
+    assert "npu" in found["fp16"].reason and "INT8" in found["fp16"].reason
+    with pytest.raises(ConfigError, match="runs INT8 networks"):
+        ep.optimize(nn.Linear(8, 8), torch.randn(1, 8), OptimizeConfig(profile="intel-npu-3720", runtime="openvino",
+                                                                       precision="fp16"), calib=torch.randn(32, 8))
+
+
+def test_cpu_facts_decide_off_host_candidates():
+    zen3 = {c.label: c for c in candidates(ep.target("epyc-zen3", "openvino"))}
+    assert not zen3["NNCF INT8"].offered and "avx2" in zen3["NNCF INT8"].reason  # no VNNI: the flags are the evidence
+    spr = {c.label: c for c in candidates(ep.target("xeon-spr", "openvino"))}
+    assert spr["NNCF INT8"].offered and "amx_int8" in spr["NNCF INT8"].reason
+    arm = {c.label: c for c in candidates(ep.target("graviton2", "onnxruntime"))}
+    assert arm["dynamic INT8"].offered and not arm["FP16"].offered  # ORT's CPU EP runs fp16 through casts
+
+
+def test_config_precision_spellings():
+    assert OptimizeConfig(precision="uint8").precision == "int8"
+    assert OptimizeConfig(precision="half").precision == "fp16"
+    with pytest.raises(ConfigError, match="precision must be auto"):
+        OptimizeConfig(precision="int4")
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    cfg = OptimizeConfig(speedup=6.0, runtime="onnxruntime", precision="auto", max_drop=100.0, rounds=6, iters=20,
+                         max_rounds=2, recover=RecoverConfig(mode="off"))
+    torch.manual_seed(1)
+    result = ep.optimize(_mlp(), torch.randn(16, 256), cfg, calib=torch.randn(96, 256), eval_data=torch.randn(64, 256))
+    out = result.save(tmp_path_factory.mktemp("prec") / "out", convert=False)
+    return result, out
+
+
+def test_auto_decision_follows_the_recorded_measurements(auto_run):
+    result, _ = auto_run
+    rows = [r for r in result.precision["candidates"] if r["measured"]]
+    assert {r["label"] for r in rows} == {"dynamic INT8", "static QDQ INT8"}  # fp16: this CPU lists none, not built
+    paying = [r for r in rows if r["speedup"]["median"] >= PAYS and r["speedup"]["ci_low"] > 1 and r["drop"] <= 100.0]
+    chosen = [r for r in rows if r["verdict"] == "chosen"]
+    if not paying:
+        assert not chosen and result.precision["precision"] == "fp32" and result.artifact_path is None
+        return
+    tight = [r for r in paying if r["drop"] <= 50.0] or paying
+    assert chosen == [max(tight, key=lambda r: r["speedup"]["median"])]
+    for r in rows:
+        if r is not chosen[0]:
+            assert r["verdict"] == "declined" and f"{r['speedup']['median']:.2f}x" in r["reason"]
+    assert result.precision["speedup"] == chosen[0]["speedup"]
+
+
+def test_budget_split_and_stacked_artifact(auto_run):
+    result, out = auto_run
+    if result.precision["precision"] == "fp32":
+        pytest.skip("no INT8 candidate paid on this CPU: nothing to stack")
+    factor = result.precision["speedup"]["median"]
+    # the plan was made for the budget precision leaves: 1/6 of dense x the INT8 speedup (at most all of dense)
+    assert result.plan.budget_s / result.plan.dense_predicted_s == pytest.approx(min(1.0, factor / 6.0), rel=1e-6)
+    last = result.attempts[-1]
+    assert last.stacked is not None and result.speedup == last.stacked  # what ships is pruned + quantized
+    assert last.fp32_score is not None and result.score == last.score  # the artifact itself was scored
+    report = json.loads((out / "report.json").read_text())
+    assert report["precision"] == "int8" and report["artifact"] == "model_int8.onnx"
+    assert (out / "model_int8.onnx").stat().st_size < 0.5 * (out / "model.onnx").stat().st_size
+
+
+def test_off_host_is_not_measured(tmp_path):
+    cfg = OptimizeConfig(speedup=1.5, profile="intel-npu-3720", runtime="openvino", precision="auto",
+                         recover=RecoverConfig(mode="off"), max_drop=100.0)
+    result = ep.optimize(_mlp(), torch.randn(1, 256), cfg, calib=torch.randn(64, 256), eval_data=torch.randn(32, 256))
+    choice = result.precision
+    assert choice["precision"] == "int8" and not choice["measured"] and result.speedup is None
+    assert "not measured here" in choice["candidates"][0]["reason"]
+    assert result.artifact_path is not None and result.artifact_path.suffix == ".xml"
+    assert result.attempts[-1].fp32_score is not None  # the IR was run here (CPU) and scored
