@@ -1,0 +1,135 @@
+"""edgeprune.optimize with precision="auto" vs "fp32": measured speedup, held-out score, the precision chosen and why.
+
+    python benchmarks/optimize_precision.py [--models minilm,effnet] [--runtimes onnxruntime,openvino]
+                                            [--speedups 1.5,2.0,2.5] [--precisions auto,fp32]
+
+Writes benchmarks/results/optimize_precision.md|json. No recovery (--recover off): what moves is the precision.
+MiniLM-L6: calibration on the 256 snippets of edgeprune's Rotten Tomatoes `calib` split, optimize scores its
+attempts and candidates on the 500 of `eval` (10-NN overlap with dense, max_drop 30: the metric's default);
+`test` = the shipped artifact itself (INT8 ONNX / IR, or the FP32 ONNX), run on the runtime, on the 500 of
+`probe`, which selected nothing. EfficientNet-Lite0: calibration on 32 crops of 8 photos; optimize scores on 64
+crops of 4 other photos (top-1 agreement, max_drop 100: no back-off, as in optimize.md); `test` = the artifact's
+agreement on 64 crops of the last 4 photos. Speedups: median of interleaved rounds against the dense FP32 model
+(min-max), the stacked (pruned + quantized) artifact timed in the same rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import zoo  # noqa: E402
+from benchmarks.recover import NAMES, _encode, _texts  # noqa: E402
+from edgeprune.metrics import get_metric  # noqa: E402
+from edgeprune.models import HFModelWrapper  # noqa: E402
+from edgeprune.optimizer import OptimizeConfig, optimize  # noqa: E402
+from edgeprune.quantize.module import ArtifactModule  # noqa: E402
+from edgeprune.recover import RecoverConfig  # noqa: E402
+
+ROUNDS = 12
+ITERS = {"MiniLM-L6": 100, "EfficientNet-Lite0": 400}
+MAX_DROP = {"MiniLM-L6": 30.0, "EfficientNet-Lite0": 100.0}
+
+
+def minilm_setup():
+    model, _ = zoo.minilm()
+    wrapped = HFModelWrapper(model, NAMES).eval()
+    calib, held, test = _encode(_texts("calib")), _encode(_texts("eval")), _encode(_texts("probe"))
+    test_metric = get_metric("neighbours").bind(wrapped, test, input_names=NAMES)
+    return "MiniLM-L6", wrapped, tuple(t[:1] for t in calib[0]), NAMES, calib, held, "neighbours", test_metric
+
+
+def effnet_setup():
+    model = zoo.efficientnet_lite0().eval()
+    rows = [i for i in range(32) if i % 2 == 1]  # photos the calibration never saw (zoo.imagenet_photos rows)
+    calib_views = zoo.photo_views(32, [i for i in range(32) if i % 2 == 0], seed=0)
+    select, test = zoo.photo_views(64, rows[:8], seed=1), zoo.photo_views(64, rows[8:], seed=1)
+    calib = [(calib_views[:16],), (calib_views[16:],)]
+    test_metric = get_metric("agreement").bind(model, [(test,)], input_names=["image"])
+    return ("EfficientNet-Lite0", model, (calib_views[:1],), ["image"], calib, [(select,)], "agreement", test_metric)
+
+
+def run_cell(setup, runtime: str, target: float, precision: str) -> dict:
+    name, model, example, names, calib, held, metric, test_metric = setup
+    config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, metric=metric, max_drop=MAX_DROP[name],
+                            precision=precision, rounds=ROUNDS, iters=ITERS[name], recover=RecoverConfig(mode="off"))
+    t0 = time.time()
+    res = optimize(model, example, config, calib=calib, eval_data=held, input_names=names, model_name=name,
+                   progress=lambda m: print(f"  {m}", flush=True))
+    wall = time.time() - t0
+    shipped = res.artifact_path or res.onnx_path
+    test = float(test_metric(ArtifactModule(shipped, runtime, names)))
+    s, choice = res.speedup, res.precision or {}
+    chosen = next((c for c in choice.get("candidates", []) if c["verdict"].startswith("chosen")), None)
+    info = zoo.machine_info()
+    return {"model": name, "runtime": runtime, "requested": target, "precision_asked": precision,
+            "precision": choice.get("precision", "fp32"), "label": choice.get("label", "FP32"),
+            "why": chosen["reason"] if chosen else "no reduced precision asked" if precision == "fp32"
+            else "no candidate paid: " + "; ".join(f"{c['label']}: {c['reason']}" for c in choice.get("candidates", [])),
+            "candidates": choice.get("candidates", []), "speedup": s["median"], "speedup_min": s["min"],
+            "speedup_max": s["max"], "metric": res.metric, "score": res.score, "score_fp32": res.attempts[-1].fp32_score,
+            "test": test, "max_drop": res.max_drop, "met": bool(res.attempts[-1].accepted),
+            "macs_ratio": res.counts["optimized"]["macs"] / res.counts["dense"]["macs"], "keep": res.plan.keep(),
+            "attempts": [{"speedup_fp32": a.speedup["median"] if a.speedup else None,
+                          "speedup": (a.stacked or a.speedup or {}).get("median"), "score": a.score, "note": a.note}
+                         for a in res.attempts], "wall_s": wall, "date_utc": info["date_utc"], "commit": info["commit"]}
+
+
+def markdown(rows) -> str:
+    lines = ["# optimize: precision auto vs fp32 (no recovery)", "",
+             "Score: what optimize selected on (MiniLM: 10-NN overlap with dense on 500 `eval` snippets; EfficientNet-Lite0: "
+             "top-1 agreement on 64 crops of 4 photos). Test: the shipped artifact itself, run on the runtime, on data that "
+             "selected nothing (MiniLM: 500 `probe` snippets; EfficientNet-Lite0: 64 crops of 4 more photos). Speedup: "
+             f"median of {ROUNDS} interleaved rounds against dense FP32 (min-max). See benchmarks/optimize_precision.py.", "",
+             "| model | runtime | requested | precision | measured speedup | score | test | drop <= max_drop | MACs kept | chosen, and why | wall s | run (UTC, commit) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['requested']:.1f}x | {r['precision_asked']} -> {r['label']} | "
+                     f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) | {r['score']:.2f} | {r['test']:.2f} | "
+                     f"{'yes' if r['met'] else 'no'} ({r['max_drop']:g}) | {r['macs_ratio']:.0%} | {r['why']} | {r['wall_s']:.0f} | "
+                     f"{r['date_utc'][:16]} {r['commit']} |")
+    lines += ["", "Candidates that were not chosen (precision auto):", ""]
+    for r in rows:
+        for c in r["candidates"]:
+            if not c["verdict"].startswith("chosen"):
+                lines.append(f"- {r['model']} {r['runtime']} {r['requested']:.1f}x, {c['label']}: {c['verdict']}: {c['reason']}")
+    lines += ["", "Attempts (the returned one last): FP32-pruned speedup / shipped speedup, score, note:", ""]
+    for r in rows:
+        cells = "; ".join(f"{a['speedup_fp32']:.2f}x / {a['speedup']:.2f}x, "
+                          f"{'-' if a['score'] is None else format(a['score'], '.2f')}: {a['note']}"
+                          for a in r["attempts"] if a["speedup"])
+        lines.append(f"- {r['model']} {r['runtime']} {r['requested']:.1f}x {r['precision_asked']}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", default="minilm,effnet")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino")
+    ap.add_argument("--speedups", default="1.5,2.0,2.5")
+    ap.add_argument("--precisions", default="auto,fp32")
+    ap.add_argument("--name", default="optimize_precision", help="results file stem (trial runs: not the default)")
+    args = ap.parse_args(argv)
+    setups = {"minilm": minilm_setup, "effnet": effnet_setup}
+    rows = []
+    with tempfile.TemporaryDirectory():
+        for key in args.models.split(","):
+            setup = setups[key]()
+            for runtime in args.runtimes.split(","):
+                for target in [float(s) for s in args.speedups.split(",")]:
+                    for precision in args.precisions.split(","):
+                        print(f"[precision] {setup[0]} {runtime} {target}x {precision}", flush=True)
+                        rows.append(run_cell(setup, runtime, target, precision))
+                        print({k: v for k, v in rows[-1].items() if k != "candidates"}, flush=True)
+                        zoo.write_results(args.name, rows, markdown(rows), vars(args))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
