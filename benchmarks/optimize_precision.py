@@ -99,6 +99,10 @@ def markdown(rows) -> str:
         for c in r["candidates"]:
             if not c["verdict"].startswith("chosen"):
                 lines.append(f"- {r['model']} {r['runtime']} {r['requested']:.1f}x, {c['label']}: {c['verdict']}: {c['reason']}")
+    lines += ["", "Off the host nothing is timed: the device profile's facts decide which candidates exist "
+              "(edgeprune.quantize.offer; `optimize --profile P --runtime R --precision auto`):", "",
+              "| profile | runtime | candidate | offered | the facts |", "|---|---|---|---|---|"]
+    lines += facts_lines()
     lines += ["", "Attempts (the returned one last): FP32-pruned speedup / shipped speedup, score, note:", ""]
     for r in rows:
         cells = "; ".join(f"{a['speedup_fp32']:.2f}x / {a['speedup']:.2f}x, "
@@ -108,6 +112,18 @@ def markdown(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+FACTS = [("epyc-zen3", "openvino"), ("epyc-zen3", "onnxruntime"), ("xeon-spr", "openvino"), ("graviton2", "onnxruntime"),
+         ("intel-npu-3720", "openvino"), ("jetson-orin-nano", "tensorrt")]
+
+
+def facts_lines() -> list[str]:
+    from edgeprune.quantize.offer import candidates
+    from edgeprune.targets.target import target
+
+    return [f"| {p} | {rt} | {c.label} | {'yes' if c.offered else 'no'} | {c.reason} |"
+            for p, rt in FACTS for c in candidates(target(p, rt))]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", default="minilm,effnet")
@@ -115,7 +131,14 @@ def main(argv=None):
     ap.add_argument("--speedups", default="1.5,2.0,2.5")
     ap.add_argument("--precisions", default="auto,fp32")
     ap.add_argument("--name", default="optimize_precision", help="results file stem (trial runs: not the default)")
+    ap.add_argument("--rewrite", action="store_true", help="re-render the .md from the .json rows (nothing is run)")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        import json
+
+        doc = json.loads((zoo.RESULTS / f"{args.name}.json").read_text())
+        zoo.write_results(args.name, doc["rows"], markdown(doc["rows"]), doc["meta"])
+        return
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
     rows = []
     with tempfile.TemporaryDirectory():

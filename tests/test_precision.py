@@ -126,3 +126,26 @@ def test_off_host_is_not_measured(tmp_path):
     assert "not measured here" in choice["candidates"][0]["reason"]
     assert result.artifact_path is not None and result.artifact_path.suffix == ".xml"
     assert result.attempts[-1].fp32_score is not None  # the IR was run here (CPU) and scored
+
+
+def test_bundle_ships_and_the_runner_runs_the_chosen_artifact(auto_run, tmp_path):
+    from edgeprune.deploy import bundle as B
+
+    result, out = auto_run
+    if result.precision["precision"] == "fp32":
+        pytest.skip("no INT8 candidate paid on this CPU: nothing to stack")
+    manifest = B.build_bundle(out, tmp_path / "b.tar.gz")
+    assert manifest["shipped"] == "model_int8.onnx" and manifest["precision"] == "int8"
+    assert manifest["probe"]["computed_with"]["artifact"] == "model_int8.onnx" and manifest["probe"]["atol"] == 5e-2
+    root = B.unpack_bundle(tmp_path / "b.tar.gz", tmp_path / "u")
+    doc = B.run_bundle_in_process(root, warmup=1, iters=4, rounds=2)
+    assert doc["artifact"] == "model_int8.onnx" and doc["precision"] == "int8" and doc["check"]["ok"]
+    assert doc["results"][0]["artifact_bytes"] < 0.5 * (out / "model.onnx").stat().st_size
+
+
+def test_decide_prefers_the_least_drop_when_precision_alone_meets_the_budget():
+    rows = [_row("fast", _spd(2.2, 2.1, 2.3), 12.0), _row("careful", _spd(1.6, 1.5, 1.7), 3.0)]
+    assert decide(rows, max_drop=30.0, asked=1.5) == 1  # both reach 1.5x alone: the one that loses least
+    assert "less drop" in rows[0]["reason"]
+    assert decide(rows, max_drop=30.0, asked=2.0) == 0  # only the fast one reaches 2x alone
+    assert decide(rows, max_drop=30.0, asked=3.0) == 0  # neither: the fastest keeping half the drop budget

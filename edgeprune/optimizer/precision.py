@@ -1,9 +1,11 @@
-"""Precision inside optimize: which reduced-precision artifact ships, chosen by measurement, and the budget it leaves.
+"""Precision inside optimize (docs/METHODS.md §11): which reduced-precision artifact ships, chosen by measurement, and
+the budget it leaves.
 
     precision="auto": every candidate the target's runtime offers (quantize.offer) is built from the dense model,
     timed beside it in one interleaved run and scored on the held-out data. The fastest one that pays (median
     >= 1.05x and the rounds' interval above 1x) and keeps its drop within half of max_drop (the other half is
-    pruning's) ships; if none keeps half, the fastest within max_drop. Every other candidate is reported with
+    pruning's) ships; if none keeps half, the fastest within max_drop. Candidates that reach the whole budget alone
+    need no pruning: among them the one with the least drop ships. Every other candidate is reported with
     its measurement and the reason. Pruning is then asked only for the rest of the budget:
     fraction_prune = fraction / precision speedup (2.5x asked, INT8 1.5x -> prune for ~1.67x).
 
@@ -77,17 +79,22 @@ def build(onnx_path: Path, candidate: Candidate, runtime: str, calib, out_stem: 
     return out
 
 
-def decide(rows: list[dict[str, Any]], max_drop: float) -> int | None:
+def decide(rows: list[dict[str, Any]], max_drop: float, asked: float | None = None) -> int | None:
     """Index of the row to ship among measured rows (see the module doc), None when none pays; fills each
-    row's verdict and reason."""
+    row's verdict and reason. asked: the whole speedup asked; candidates that reach it alone need no pruning, and
+    among them the one that loses least ships (speed beyond the budget buys nothing)."""
     def pays(r):
         spd = r["speedup"]
         return spd["median"] >= PAYS and (spd.get("ci_low") is None or spd["ci_low"] > 1.0)
 
     ok = [i for i, r in enumerate(rows) if r["measured"] and pays(rows[i]) and r["drop"] <= max_drop]
+    enough = [i for i in ok if asked is not None and rows[i]["speedup"]["median"] >= asked]
     tight = [i for i in ok if rows[i]["drop"] <= max_drop / 2]
-    pool = tight or ok
-    best = max(pool, key=lambda i: rows[i]["speedup"]["median"]) if pool else None
+    if enough:
+        best = min(enough, key=lambda i: (rows[i]["drop"], -rows[i]["speedup"]["median"]))
+    else:
+        pool = tight or ok
+        best = max(pool, key=lambda i: rows[i]["speedup"]["median"]) if pool else None
     for i, r in enumerate(rows):
         if not r["measured"]:
             continue
@@ -99,6 +106,8 @@ def decide(rows: list[dict[str, Any]], max_drop: float) -> int | None:
             r["verdict"], r["reason"] = "declined", f"{rounds}: does not pay (needs >= {PAYS}x); {r['reason']}"
         elif r["drop"] > max_drop:
             r["verdict"], r["reason"] = "declined", f"{rounds}: drop {r['drop']:.2f} > max_drop {max_drop}"
+        elif enough:
+            r["verdict"], r["reason"] = "declined", f"{rounds}: another candidate meets the budget with less drop"
         else:
             r["verdict"], r["reason"] = "declined", f"{rounds}: another candidate was faster"
     return best
@@ -163,7 +172,7 @@ def _measured(s, found: list[Candidate], forced: bool) -> PrecisionChoice:
     for c, path, spd in zip(tried, paths, speedups):
         score = score_artifact(s, path)
         rows.append(dict(row(c, True), speedup=spd, score=score, drop=s.job.drop(score)))
-    best = decide(rows, s.job.max_drop)
+    best = decide(rows, s.job.max_drop, 1.0 / s.overall_fraction if s.config.speedup or s.config.latency_ms else None)
     if best is None and forced:  # asked for by name: it ships, with the measurement that says it does not pay
         best = max(range(len(rows)), key=lambda i: rows[i]["speedup"]["median"])
         rows[best]["verdict"], rows[best]["reason"] = "chosen (asked)", rows[best]["reason"]

@@ -264,7 +264,9 @@ class OvSession:
         cfg: dict = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.precision == "fp32":  # else OpenVINO silently runs bf16 on AMX CPUs and the check measures that
+        # else OpenVINO silently runs bf16 on AMX CPUs and the check measures that; an INT8 IR keeps its float
+        # parts in f32 too, as edgeprune timed and scored it
+        if self.precision in ("fp32", "int8"):
             cfg["INFERENCE_PRECISION_HINT"] = "f32"
         if perf_count:
             cfg["PERF_COUNT"] = True
@@ -306,6 +308,11 @@ def _importable(module: str) -> bool:
 def choose(manifest: dict, backend: str) -> tuple[dict, str]:
     """(artifact, runtime): the first artifact a wanted runtime can run, native formats first."""
     arts = manifest["artifacts"]
+    shipped = next((a for a in arts if a["file"] == manifest.get("shipped")), None)
+    if shipped is not None and backend == "auto":  # optimize's chosen artifact (e.g. model_int8.xml) comes first
+        for rt in FORMAT_RUNTIMES.get(shipped.get("format"), ()):
+            if rt in SESSIONS and _importable(rt):
+                return shipped, rt
     wanted = list(SESSIONS) if backend == "auto" else [backend]
     if backend != "auto" and backend not in SESSIONS:
         raise RunnerError(f"unknown or unsupported backend '{backend}' for this runner", hint=f"use one of {', '.join(SESSIONS)}")
