@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import zoo  # noqa: E402
-from edgeprune.metrics import get_metric  # noqa: E402
+from edgeprune.metrics import first_tensor, get_metric  # noqa: E402
 from edgeprune.models import HFModelWrapper  # noqa: E402
 from edgeprune.optimizer import OptimizeConfig, optimize  # noqa: E402
 from edgeprune.recover import RecoverConfig  # noqa: E402
@@ -76,7 +76,7 @@ def _probe(model, probe) -> float:
         out = []
         with torch.no_grad():
             for b in _encode(texts):
-                h = model(*b)
+                h = first_tensor(model(*b))
                 m = b[1].unsqueeze(-1).float()
                 out.append(((h * m).sum(1) / m.sum(1)).numpy())
         return np.concatenate(out)
@@ -117,16 +117,24 @@ def _stage_rows(name, runtime, target, res, extra_by_stage, wall):
     return rows
 
 
-def run_cell(setup, runtime: str, target: float, minutes: float):
+def run_cell(setup, runtime: str, target: float, minutes: float, precision: str = "fp32"):
     name, model, example, calib, train, held, metric, extra = setup
     config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, metric=metric, max_drop=100.0,
-                            iters=ITERS[name], recover=RecoverConfig(mode="distill", minutes=minutes))
+                            iters=ITERS[name], recover=RecoverConfig(mode="distill", minutes=minutes), precision=precision)
     t0 = time.time()
     res = optimize(model, example, config, calib=calib, train=train, eval_data=held,
                    input_names=NAMES if name == "MiniLM-L6" else ["image"], model_name=name,
                    progress=lambda m: print(f"  {m}", flush=True) if "step" not in m or "score" in m else None)
     wall = time.time() - t0
-    rows = _stage_rows(name, runtime, target, res, {"distill": extra(res.model)}, wall)
+    if res.artifact_path is not None:  # stacked with a reduced precision: the shipped artifact is a stage of its own
+        from edgeprune.quantize.module import ArtifactModule
+
+        shipped = ArtifactModule(res.artifact_path, runtime, NAMES if name == "MiniLM-L6" else ["image"])
+        rows = _stage_rows(f"{name} (+ {res.precision['label']})", runtime, target, res, {}, wall)
+        rows.append(dict(rows[-1], stage=res.precision["label"], score=res.score, minutes=0.0, steps=0, note="",
+                         **extra(shipped)))
+    else:
+        rows = _stage_rows(name, runtime, target, res, {"distill": extra(res.model)}, wall)
     dense_extra = extra(model)
     if dense_extra:  # the dense model's own probe accuracy: what "within 1 point" is read against
         rows.insert(0, dict(rows[0], stage="dense", score=res.score_dense, minutes=0.0, steps=0, note="", speedup=1.0,
@@ -263,6 +271,7 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--name", default="recover")
     ap.add_argument("--peer", action="store_true", help="also Torch-Pruning magnitude at the same MACs, same recovery")
+    ap.add_argument("--precision", default="fp32", help="optimize's --precision (auto: stacked with INT8/FP16 where it pays)")
     ap.add_argument("--append", action="store_true", help="keep the rows of results/NAME.json for cells not run now")
     args = ap.parse_args(argv)
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
@@ -271,7 +280,7 @@ def main(argv=None):
         key, runtime, target = cell.split(":")
         cache.setdefault(key, setups[key]())
         print(f"[recover] {cell}", flush=True)
-        new, res = run_cell(cache[key], runtime, float(target), args.minutes)
+        new, res = run_cell(cache[key], runtime, float(target), args.minutes, args.precision)
         rows += new
         if args.peer:
             rows += run_peer(cache[key], res, args.minutes, float(target))

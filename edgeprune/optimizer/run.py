@@ -164,11 +164,18 @@ def _retime_side_by_side(attempts, kept, dense_onnx, runtime: str, feeds, thread
     if len(chosen) < 2:
         return
     say(f"re-timing {len(chosen)} attempts side by side with the dense model on {runtime}")
-    results, speedups = _measure_against_dense(dense_onnx, [kept[i][1] for i in chosen], runtime, feeds, threads,
-                                               rounds, iters)
+    # stacked attempts: their shipped (pruned + quantized) artifacts are re-timed in the same rounds
+    stacked = [i for i in chosen if attempts[i].artifact is not None]
+    paths = [kept[i][1] for i in chosen] + [attempts[i].artifact for i in stacked]
+    results, speedups = _measure_against_dense(dense_onnx, paths, runtime, feeds, threads, rounds, iters)
+    n = len(chosen)
     for i, result, spd in zip(chosen, results[1:], speedups):
         a = attempts[i]
         a.first_speedup, a.speedup, a.measured_ms = a.speedup, spd, result.stats.p50
         a.predicted_ms = a.predicted_ratio * results[0].stats.p50
         a.note += _retimed_note(a)
         kept[i] = (kept[i][0], kept[i][1], [results[0], result])
+    for k, i in enumerate(stacked):
+        a, result = attempts[i], results[1 + n + k]
+        a.stacked, a.stacked_ms = speedups[n + k], result.stats.p50
+        kept[i][2].append(result)
