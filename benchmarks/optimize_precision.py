@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,20 +54,23 @@ def effnet_setup():
     return ("EfficientNet-Lite0", model, (calib_views[:1],), ["image"], calib, [(select,)], "agreement", test_metric)
 
 
-def run_cell(setup, runtime: str, target: float, precision: str) -> dict:
+def run_cell(setup, runtime: str, target: float, precision: str, minutes: float = 0.0) -> dict:
+    """One optimize run; minutes > 0: with that much recovery per attempt, on the `train` split (MiniLM only)."""
     name, model, example, names, calib, held, metric, test_metric = setup
+    recover = RecoverConfig(mode="auto", minutes=minutes) if minutes > 0 else RecoverConfig(mode="off")
     config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, metric=metric, max_drop=MAX_DROP[name],
-                            precision=precision, rounds=ROUNDS, iters=ITERS[name], recover=RecoverConfig(mode="off"))
+                            precision=precision, rounds=ROUNDS, iters=ITERS[name], recover=recover)
+    train = _encode(_texts("train")) if minutes > 0 and name == "MiniLM-L6" else None
     t0 = time.time()
-    res = optimize(model, example, config, calib=calib, eval_data=held, input_names=names, model_name=name,
-                   progress=lambda m: print(f"  {m}", flush=True))
+    res = optimize(model, example, config, calib=calib, train=train, eval_data=held, input_names=names, model_name=name,
+                   progress=lambda m: print(f"  {m}", flush=True) if "step" not in m else None)
     wall = time.time() - t0
     shipped = res.artifact_path or res.onnx_path
     test = float(test_metric(ArtifactModule(shipped, runtime, names)))
     s, choice = res.speedup, res.precision or {}
     chosen = next((c for c in choice.get("candidates", []) if c["verdict"].startswith("chosen")), None)
     info = zoo.machine_info()
-    return {"model": name, "runtime": runtime, "requested": target, "precision_asked": precision,
+    return {"model": name, "runtime": runtime, "requested": target, "precision_asked": precision, "recover_minutes": minutes,
             "precision": choice.get("precision", "fp32"), "label": choice.get("label", "FP32"),
             "why": chosen["reason"] if chosen else "no reduced precision asked" if precision == "fp32"
             else "no candidate paid: " + "; ".join(f"{c['label']}: {c['reason']}" for c in choice.get("candidates", [])),
@@ -82,7 +84,9 @@ def run_cell(setup, runtime: str, target: float, precision: str) -> dict:
 
 
 def markdown(rows) -> str:
-    lines = ["# optimize: precision auto vs fp32 (no recovery)", "",
+    lines = ["# optimize: precision auto vs fp32", "",
+             "No recovery unless the precision column says so (then `--recover auto` with that many minutes per attempt, "
+             "trained on the 2,744 snippets of the `train` split).", "",
              "Score: what optimize selected on (MiniLM: 10-NN overlap with dense on 500 `eval` snippets; EfficientNet-Lite0: "
              "top-1 agreement on 64 crops of 4 photos). Test: the shipped artifact itself, run on the runtime, on data that "
              "selected nothing (MiniLM: 500 `probe` snippets; EfficientNet-Lite0: 64 crops of 4 more photos). Speedup: "
@@ -90,7 +94,8 @@ def markdown(rows) -> str:
              "| model | runtime | requested | precision | measured speedup | score | test | drop <= max_drop | MACs kept | chosen, and why | wall s | run (UTC, commit) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['requested']:.1f}x | {r['precision_asked']} -> {r['label']} | "
+        rec = f", {r['recover_minutes']:g} min recovery" if r.get("recover_minutes") else ""
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['requested']:.1f}x | {r['precision_asked']} -> {r['label']}{rec} | "
                      f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) | {r['score']:.2f} | {r['test']:.2f} | "
                      f"{'yes' if r['met'] else 'no'} ({r['max_drop']:g}) | {r['macs_ratio']:.0%} | {r['why']} | {r['wall_s']:.0f} | "
                      f"{r['date_utc'][:16]} {r['commit']} |")
@@ -131,6 +136,8 @@ def main(argv=None):
     ap.add_argument("--speedups", default="1.5,2.0,2.5")
     ap.add_argument("--precisions", default="auto,fp32")
     ap.add_argument("--name", default="optimize_precision", help="results file stem (trial runs: not the default)")
+    ap.add_argument("--recover-minutes", type=float, default=0.0, help="recovery per attempt (default 0: off)")
+    ap.add_argument("--append", action="store_true", help="add the rows to results/NAME.json instead of replacing it")
     ap.add_argument("--rewrite", action="store_true", help="re-render the .md from the .json rows (nothing is run)")
     args = ap.parse_args(argv)
     if args.rewrite:
@@ -141,6 +148,10 @@ def main(argv=None):
         return
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
     rows = []
+    if args.append:
+        import json
+
+        rows = json.loads((zoo.RESULTS / f"{args.name}.json").read_text())["rows"]
     with tempfile.TemporaryDirectory():
         for key in args.models.split(","):
             setup = setups[key]()
@@ -148,7 +159,7 @@ def main(argv=None):
                 for target in [float(s) for s in args.speedups.split(",")]:
                     for precision in args.precisions.split(","):
                         print(f"[precision] {setup[0]} {runtime} {target}x {precision}", flush=True)
-                        rows.append(run_cell(setup, runtime, target, precision))
+                        rows.append(run_cell(setup, runtime, target, precision, args.recover_minutes))
                         print({k: v for k, v in rows[-1].items() if k != "candidates"}, flush=True)
                         zoo.write_results(args.name, rows, markdown(rows), vars(args))
     print(markdown(rows))
