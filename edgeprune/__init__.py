@@ -7,6 +7,7 @@ Public API (imported lazily so `import edgeprune` pulls in no runtime):
     ep.export(model, inputs, path)   validated ONNX export (and OpenVINO IR)
     ep.benchmark(model_or_path, backend=...)  latency statistics on a real runtime
     ep.optimize(model, inputs, OptimizeConfig(...), calib=..., train=..., evaluate=...)  the whole job
+    ep.sweep("sweep.yaml", "DIR")  models x targets x budgets on Ray, results.jsonl + report.html
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ _LAZY = {
     "OptimizeResult": "edgeprune.optimizer",
     "CalibrationData": "edgeprune.data",
     "BackendOptions": "edgeprune.backends",
+    "sweep": "edgeprune.sweeper",
+    "SweepSpec": "edgeprune.sweeper",
 }
 
 

@@ -55,9 +55,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     """Each command module lists its click commands in COMMANDS and imports its heavy code lazily."""
-    from edgeprune.cli import deploy, optimize, profiles, prune, quantize, run, sparsify
+    from edgeprune.cli import deploy, optimize, profiles, prune, quantize, run, sparsify, sweep
 
-    for module in (profiles, run, prune, sparsify, quantize, deploy, optimize):
+    for module in (profiles, run, prune, sparsify, quantize, deploy, optimize, sweep):
         for cmd in module.COMMANDS:
             main.add_command(cmd)
 

@@ -22,18 +22,10 @@ from edgeprune.recover.config import RecoverConfig
 
 
 def default_data(loaded):
-    """The embedded default's data: Rotten Tomatoes snippets shipped in the package (edgeprune/datasets), tokenized
-    by the packaged MiniLM's tokenizer: calib 256, train 2,744 and eval 500 snippets, disjoint by construction."""
-    from edgeprune.data import CalibrationData
-    from edgeprune.datasets import rotten_tomatoes
-    from edgeprune.models import builtin_path
+    """The embedded default's data (edgeprune.datasets.minilm_default_sets): calib 256, train 2,744, eval 500."""
+    from edgeprune.datasets import minilm_default_sets
 
-    out = []
-    for split in ("calib", "train", "eval"):
-        texts, labels = rotten_tomatoes(split)
-        out.append(CalibrationData.from_texts(texts, builtin_path("minilm"), labels=labels, seq_len=128,
-                                              source=f"rotten_tomatoes:{split}", input_names=loaded.input_names))
-    return out
+    return minilm_default_sets(loaded.input_names)
 
 
 class ProgressLine:

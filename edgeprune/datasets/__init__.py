@@ -35,3 +35,17 @@ def rotten_tomatoes(split: str) -> tuple[list[str], list[int]]:
 
 
 __all__ = ["rotten_tomatoes", "SPLITS"]
+
+
+def minilm_default_sets(input_names):
+    """The embedded default's data: these snippets tokenized by the packaged MiniLM's tokenizer, as (calib 256,
+    train 2,744, eval 500) CalibrationData, disjoint by construction (`edgeprune optimize` and a sweep with no data)."""
+    from edgeprune.data import CalibrationData
+    from edgeprune.models import builtin_path
+
+    out = []
+    for split in ("calib", "train", "eval"):
+        texts, labels = rotten_tomatoes(split)
+        out.append(CalibrationData.from_texts(texts, builtin_path("minilm"), labels=labels, seq_len=128,
+                                              source=f"rotten_tomatoes:{split}", input_names=input_names))
+    return out

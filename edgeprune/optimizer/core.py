@@ -16,6 +16,7 @@ import torch
 
 from edgeprune.errors import ConfigError
 from edgeprune.measurement.latency import LayerShape, measure_layers, roofline_for
+from edgeprune.measurement.place import on_target
 
 if TYPE_CHECKING:
     from edgeprune.targets.target import Target
@@ -120,10 +121,11 @@ def _layer_costs(groups, records, target: Target, measured: bool, threads: int |
         for k in _candidate_widths(g.n_units, step, max_candidates):
             shapes.update(shapes_at(records[g.name], g.n_units - k))
     if measured:
-        table = measure_layers(sorted(shapes, key=LayerShape.key), target,
-                               threads=threads, iters=20, rounds=3, fresh=fresh)
+        table = on_target(measure_layers, sorted(shapes, key=LayerShape.key), target,
+                          threads=threads, iters=20, rounds=3, fresh=fresh)
         # cost functions take (shape, layer name): the name lets a per-layer correction apply (context.py)
-        return lambda s, name=None: table.get(s) if table.get(s) is not None else measure_layers([s], target, table=table).get(s)
+        return lambda s, name=None: (table.get(s) if table.get(s) is not None
+                                     else on_target(measure_layers, [s], target, table=table).get(s))
     roof = roofline_for(target, "fp32")
     return lambda s, name=None: roof.layer_s(s)
 
@@ -251,10 +253,11 @@ def _compiled_sessions(labelled_paths: Sequence[tuple[str, Path]], runtime: str,
 def _measure_against_dense(dense_onnx: Path, paths: Sequence[Path], runtime: str, feeds, threads, rounds: int,
                            iters: int):
     """BenchResults [dense, "optimized" per path] from one interleaved run, and each path's speedup dict."""
-    from edgeprune.measurement.bench import benchmark_sessions, compare
+    from edgeprune.measurement.bench import compare
+    from edgeprune.measurement.place import time_files
 
-    sessions = _compiled_sessions([("dense", dense_onnx)] + [("optimized", p) for p in paths], runtime, feeds, threads)
-    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
+    labelled = [("dense", dense_onnx)] + [("optimized", p) for p in paths]
+    results = time_files(labelled, runtime, feeds, threads, warmup=10, iters=iters, rounds=rounds)
     return results, [_speedup_dict(s) for s in compare(results)]
 
 
@@ -276,9 +279,9 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     The anchors only need the right shapes, so they are pruned by magnitude without compensation (seconds).
     Fixed fractions, not placed at the budget: anchors at the budget's table cost (tried) sit close together, so
     anchor noise tilts the map; on MiniLM/ORT that run measured 1.60x for 1.3x asked against 1.32x with these."""
-    from edgeprune.measurement.bench import benchmark_sessions
     from edgeprune.exporter import export
     from edgeprune.measurement.latency import WholeModelFit
+    from edgeprune.measurement.place import time_files
     from edgeprune.optimizer.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune
 
@@ -294,14 +297,15 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
         paths.append(work / f"anchor_{i}.onnx")
         export(anchor, example_inputs, paths[-1], input_names=names)
         keeps.append(keep)
-    sessions = _compiled_sessions([(f"anchor{i}", path) for i, path in enumerate(paths)], runtime, feeds, threads)
-    backends = [sess for _, sess, _ in sessions]
+    labelled = [(f"anchor{i}", path) for i, path in enumerate(paths)]
     # as many iterations as an attempt's measurement: every prediction stands on these three points (at half as
     # many, MiniLM/ORT's first plan once measured 1.65x for 2x asked, the anchors having timed 10 calls a round)
-    results = benchmark_sessions(sessions, warmup=10, iters=iters, rounds=rounds)
+    results = time_files(labelled, runtime, feeds, threads, warmup=10, iters=iters, rounds=rounds)
     measured = [r.stats.p50 / 1e3 for r in results]
     context = None
     if _touches_convs(records):
+        # the per-conv profile only splits the timed totals above among convs: it runs where optimize runs
+        backends = [sess for _, sess, _ in _compiled_sessions(labelled, runtime, feeds, threads)]
         anchors = [(p, _joint_shapes(groups, records, k)) for p, k in zip(paths, keeps)]
         correction = context_correction(model, example_inputs, anchors, backends, feeds, measured, layer_s)
         if correction is not None:

@@ -20,7 +20,7 @@ import torch
 from edgeprune.measurement.latency import WholeModelFit
 from edgeprune.optimizer.attention import decide_attention, with_layers
 from edgeprune.optimizer.config import OptimizeConfig
-from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction, _compiled_sessions,
+from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _budget_fraction,
                                       _joint_cost, _layer_costs, _measure_against_dense, _plan_groups, _touches_convs,
                                       apply_plan)
 from edgeprune.optimizer.job import Job
@@ -119,10 +119,10 @@ def price_layers(s: Search) -> None:
     s.layer_s = _layer_costs(s.groups, s.records, s.target, s.measured, cfg.threads, cfg.max_candidates, s.step_for)
     s.dense_cost = _joint_cost(s.groups, s.records, {}, s.layer_s)
     if s.measured:
-        from edgeprune.measurement.bench import benchmark_sessions
+        from edgeprune.measurement.place import time_files
 
-        sessions = _compiled_sessions([("dense", s.dense_onnx)], s.runtime, s.feeds, cfg.threads)
-        s.dense_ms = benchmark_sessions(sessions, warmup=10, iters=cfg.iters // 2, rounds=cfg.rounds)[0].stats.p50
+        s.dense_ms = time_files([("dense", s.dense_onnx)], s.runtime, s.feeds, cfg.threads, warmup=10,
+                                iters=cfg.iters // 2, rounds=cfg.rounds)[0].stats.p50
         s.layer_s, s.dense_cost = _rescale_to_now(s.groups, s.records, s.layer_s, s.dense_cost, s.target, cfg.threads, say)
         # (convs alone are expected to cost more than in the model: the anchors' context correction rescales them)
         if s.dense_cost > 1.1 * s.dense_ms / 1e3 and not _touches_convs(s.records):

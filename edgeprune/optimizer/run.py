@@ -15,9 +15,10 @@ def _rescale_to_now(groups, records, layer_s, dense_cost: float, target, threads
     the untouched remainder (dense - layers) look far larger or smaller than it is.
     """
     from edgeprune.measurement.latency import measure_layers
+    from edgeprune.measurement.place import on_target
 
     dense_shapes = sorted({r.shape for g in groups for r in records[g.name]}, key=lambda s: s.key())
-    now = measure_layers(dense_shapes, target, threads=threads, iters=20, rounds=3, fresh=True, save=False)
+    now = on_target(measure_layers, dense_shapes, target, threads=threads, iters=20, rounds=3, fresh=True, save=False)
     fresh_cost = _joint_cost(groups, records, {}, lambda s, name=None: now.get(s))
     factor = fresh_cost / dense_cost if dense_cost > 0 else 1.0
     if abs(factor - 1.0) <= 0.1:
