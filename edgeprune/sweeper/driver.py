@@ -50,7 +50,8 @@ def ray_session(address: str | None, spec: SweepSpec) -> Iterator[None]:
         ray.init(address=address, log_to_driver=False)
     else:
         local = {t.resource_name: 1 for t in spec.targets if not t.resource}
-        ray.init(num_cpus=os.cpu_count(), resources=local, include_dashboard=False, log_to_driver=False)
+        # address="local": a new instance even where `ray start` left a cluster running on this machine
+        ray.init(address="local", num_cpus=os.cpu_count(), resources=local, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:

@@ -38,8 +38,12 @@ def _random_sets(example: tuple, seed: int, n_calib: int = 48, n_eval: int = 32)
         out = []
         for x in example:
             shape = (n, *x.shape[1:])
-            out.append(torch.randn(shape, generator=gen) if x.is_floating_point()
-                       else torch.randint(0, int(x.max()) + 1, shape, generator=gen, dtype=x.dtype))
+            if x.is_floating_point():
+                out.append(torch.randn(shape, generator=gen))
+            elif int(x.min()) == int(x.max()):  # a constant input (an attention mask of ones) stays constant
+                out.append(torch.full(shape, int(x.min()), dtype=x.dtype))
+            else:
+                out.append(torch.randint(int(x.min()), int(x.max()) + 1, shape, generator=gen, dtype=x.dtype))
         return tuple(out)
 
     return batch(n_calib), None, batch(n_eval)

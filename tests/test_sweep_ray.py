@@ -1,0 +1,136 @@
+"""edgeprune sweep on a real two-node Ray cluster on 127.0.0.1, and embedded (no address) from the CLI.
+
+The cluster: `ray start --head` holding target:a, a second `ray start --address` node holding target:b. The sweep
+(a small CNN and a small BERT x two targets x two budgets, plus a model whose factory raises) must finish every
+good config, record the bad one's reason, and prove from its recorded node ids and times that each timing task ran
+on its target's node, alone: no two timings on a node overlapped, and no CPU stage overlapped a timing there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+HERE = Path(__file__).resolve().parent
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+
+
+def _start(args: list[str], env: dict) -> None:
+    proc = subprocess.run([RAY, "start", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if RAY is None:
+        pytest.skip("the `ray` command is not installed")
+    # one auth mode for both nodes, this process (ray.init) and the workers: without it the head may demand a token
+    # that the second node does not send. The nodes listen on 127.0.0.1 only. Restored afterwards.
+    auth = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    env = dict(os.environ)
+    port = random.randint(20000, 40000)
+    address = f"127.0.0.1:{port}"
+    try:
+        _start(["--head", f"--port={port}", "--num-cpus=2", "--resources={\"target:a\": 1}",
+                "--include-dashboard=false"], env)
+        _start([f"--address={address}", "--num-cpus=2", "--resources={\"target:b\": 1}"], env)
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _spec(tmp_path: Path) -> Path:
+    text = f"""
+models:
+  - {{name: cnn, model: "{HERE}/sweep_models.py:cnn", recover: "off", max_drop: 100}}
+  - {{name: bert, model: "{HERE}/sweep_models.py:encoder", recover: "off", max_drop: 100}}
+  - {{name: broken, model: "{HERE}/sweep_models.py:broken"}}
+targets:
+  - {{name: a, profile: host, runtime: onnxruntime, resource: "target:a"}}
+  - {{name: b, profile: host, runtime: openvino, resource: "target:b"}}
+budgets: {{speedup: [1.2, 1.4]}}
+precisions: [fp32]
+rounds: 3
+iters: 10
+"""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["node"] == b["node"] and a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_sweep_on_two_nodes_pins_timing_resumes_and_records_failures(cluster, tmp_path, monkeypatch):
+    from edgeprune.sweeper import sweep
+
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    ray.init(address=cluster)
+    try:
+        holder = {r: n["NodeID"] for n in ray.nodes() if n["Alive"] for r in n["Resources"] if r.startswith("target:")}
+        events: list[dict] = []
+        rows = sweep(_spec(tmp_path), tmp_path / "out", retries=0, progress=events.append)
+    finally:
+        ray.shutdown()
+    assert len(rows) == 12 and {"todo": 12, "total": 12} in events
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {(r["model"], r["target"]) for r in ok} == {(m, t) for m in ("cnn", "bert") for t in "ab"} and len(ok) == 8
+    assert len(failed) == 4 and all(r["model"] == "broken" and "factory exploded" in r["reason"] for r in failed)
+    assert all("\n" not in r["reason"] for r in failed)
+    timings, cpu = [], []
+    for r in ok:
+        assert r["speedup"]["min"] <= r["speedup"]["median"] <= r["speedup"]["max"] and r["score"] is not None
+        for s in r["stages"]:
+            (timings if s["stage"].startswith("timing") else cpu).append(s)
+            if s["stage"].startswith("timing"):
+                assert s["node"] == holder[f"target:{r['target']}"], (r["target"], s)
+    assert len({s["node"] for s in timings}) == 2 and len(timings) >= 16
+    pairs = [(x["stage"], y["stage"]) for i, x in enumerate(timings) for y in timings[i + 1:] if _overlap(x, y)]
+    assert not pairs, pairs[:3]
+    pairs = [(x["stage"], y["stage"]) for x in timings for y in cpu if _overlap(x, y)]
+    assert not pairs, pairs[:3]
+    written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "configs").iterdir()}
+    assert len(written) == 12 and all((tmp_path / "out" / "runs" / r["key"] / "report.json").is_file() for r in ok)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "factory exploded" in html
+    # resume: nothing left to do, so Ray is not even joined, and no stored record is rewritten
+    again: list[dict] = []
+    rows2 = sweep(_spec(tmp_path), tmp_path / "out", address="127.0.0.1:1", progress=again.append)
+    assert again == [{"total": 12, "todo": 0}] and [r["key"] for r in rows2] == [r["key"] for r in rows]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "configs").iterdir()} == written
+
+
+def test_embedded_cli_sweep_of_the_minimal_file(tmp_path):
+    """No address: the CLI starts its own local Ray (even with a cluster running here) and runs the file as written."""
+    (tmp_path / "m.py").write_text((HERE / "sweep_models.py").read_text())
+    (tmp_path / "sweep.yaml").write_text("""models:
+  - {name: cnn, model: "m.py:cnn", input_shape: ["1x3x32x32"]}
+targets:
+  - {name: host-ort, profile: host, runtime: onnxruntime}
+  - {name: host-ov, profile: host, runtime: openvino}
+budgets: {speedup: [1.3, 1.5]}
+precisions: [fp32]
+""")
+    env = {**os.environ, "EDGEPRUNE_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", "sweep.yaml", "-o", "out"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    assert {r["target"] for r in rows} == {"host-ort", "host-ov"} and all(r["data"].startswith("synthetic") for r in rows)
+    assert "4 ok, 0 failed" in proc.stdout
