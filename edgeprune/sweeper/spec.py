@@ -135,7 +135,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Path]:
         problems = validation_problems(err)
         lines = "\n".join(f"  {path}: field '{loc}': {msg}" if loc else f"  {path}: {msg}" for loc, msg in problems)
         raise ConfigError(f"{path}: {len(problems)} problem(s):\n{lines}",
-                          hint="correct the fields named above; edgeprune/sweep/spec.py lists every field") from None
+                          hint="correct the fields named above; edgeprune/sweeper/spec.py lists every field") from None
 
 
 def _file_digest(text: str | None, base: Path) -> str | None:
@@ -160,11 +160,11 @@ def resolve(text: str | None, base: Path) -> str | None:
 def config_key(model: ModelEntry, target: TargetEntry, budget: tuple[str, float], precision: str, spec: SweepSpec,
                base: Path) -> str:
     """16 hex digits of sha256 over what decides the result: the entries, the files they name, the options."""
-    from edgeprune import __version__
+    from importlib.metadata import version
 
     parts: dict[str, Any] = {
         "model": model.model_dump(), "target": target.model_dump(), "budget": list(budget), "precision": precision,
-        "rounds": spec.rounds, "iters": spec.iters, "seed": spec.seed, "edgeprune": __version__,
+        "rounds": spec.rounds, "iters": spec.iters, "seed": spec.seed, "edgeprune": version("edgeprune"),
         "files": {k: _file_digest(getattr(model, k), base) for k in ("model", "calib", "train", "eval")},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
