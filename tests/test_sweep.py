@@ -157,5 +157,8 @@ def test_report_plots_each_model_target_pair_and_lists_failures():
                 "precision": "fp32", "status": status, "speedup": {"median": speed, "min": speed - 0.1, "max": speed + 0.1},
                 "score": score, "metric": "agreement", "chosen_precision": "FP32", "macs_kept": 0.5, "stages": [],
                 "reason": None if status == "ok" else "ConfigError: bad"}
-    html = render([row("a", "x", 1.3, 90), row("a", "x", 1.6, 80), row("a", "y", 1.3, 95), row("b", "x", 1.5, 0, "failed")])
+    rows = [row("a", "x", 1.3, 90), row("a", "x", 1.6, 80), row("a", "y", 1.3, 95), row("b", "x", 1.5, 0, "failed")]
+    rows[1]["plan"] = {f"layer{i}": [32, 64] for i in range(6)}
+    html = render(rows)
     assert html.count("data:image/png;base64,") == 2 and "ConfigError: bad" in html and "3 of 4 configs done" in html
+    assert "layer0 32/64, layer1 32/64, layer2 32/64, layer3 32/64 (+2 more)" in html and html.count("dense widths") == 2

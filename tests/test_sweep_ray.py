@@ -11,13 +11,17 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
+
+from test_remote import sshd  # noqa: E402,F401  (the real OpenSSH server fixture)
 
 HERE = Path(__file__).resolve().parent
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
@@ -115,8 +119,13 @@ def test_sweep_on_two_nodes_pins_timing_resumes_and_records_failures(cluster, tm
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "configs").iterdir()} == written
 
 
-def test_embedded_cli_sweep_of_the_minimal_file(tmp_path):
-    """No address: the CLI starts its own local Ray (even with a cluster running here) and runs the file as written."""
+def _configs(out: Path) -> list[Path]:
+    return sorted((out / "configs").glob("*.json")) if (out / "configs").is_dir() else []
+
+
+def test_embedded_cli_sweep_of_the_minimal_file_stops_on_ctrl_c_and_resumes(tmp_path):
+    """No address: the CLI starts its own local Ray (even with a cluster running here) and runs the file as written.
+    Ctrl-C after the first config: exit 130, one line, only whole configs stored; the re-run does the rest."""
     (tmp_path / "m.py").write_text((HERE / "sweep_models.py").read_text())
     (tmp_path / "sweep.yaml").write_text("""models:
   - {name: cnn, model: "m.py:cnn", input_shape: ["1x3x32x32"]}
@@ -127,10 +136,49 @@ budgets: {speedup: [1.3, 1.5]}
 precisions: [fp32]
 """)
     env = {**os.environ, "EDGEPRUNE_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", "sweep.yaml", "-o", "out"], cwd=tmp_path,
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "edgeprune", "sweep", "sweep.yaml", "-o", "out"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 600
+    while not _configs(tmp_path / "out") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=180)
+    done = _configs(tmp_path / "out")
+    if first.returncode == 0:
+        pytest.skip("the sweep finished before Ctrl-C reached it")
+    assert first.returncode == 130 and "interrupted (Ctrl-C)" in err and "Traceback" not in err, err[-2000:]
+    assert 1 <= len(done) < 4
+    for path in done:  # what is stored is whole: the record and its output folder
+        assert json.loads(path.read_text())["status"] == "ok"
+        assert (tmp_path / "out" / "runs" / path.stem / "report.json").is_file()
+    assert not [p for p in (tmp_path / "out" / "runs").iterdir() if p.name.startswith(".")]
+    stamps = {path: path.stat().st_mtime_ns for path in done}
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"4 configs, {len(done)} already done in this folder" in again.stdout
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
     assert {r["target"] for r in rows} == {"host-ort", "host-ov"} and all(r["data"].startswith("synthetic") for r in rows)
-    assert "4 ok, 0 failed" in proc.stdout
+    assert "4 ok, 0 failed" in again.stdout
+    assert {path: path.stat().st_mtime_ns for path in done} == stamps  # the re-run did not redo finished configs
+
+
+def test_ssh_target_is_timed_by_the_bundle_runner_on_the_device(sshd, tmp_path, monkeypatch):  # noqa: F811
+    from edgeprune.sweeper import sweep
+    from test_bundle import write_shim
+
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    py = write_shim(tmp_path)  # the device's python: no torch, no edgeprune
+    (tmp_path / "sweep.yaml").write_text(f"""models:
+  - {{name: cnn, model: "{HERE}/sweep_models.py:cnn", recover: "off", max_drop: 100}}
+targets:
+  - {{name: dev, profile: host, runtime: onnxruntime, ssh: "{sshd['target']}", identity: "{sshd['key']}", python: "{py}"}}
+budgets: {{speedup: [1.3]}}
+rounds: 3
+iters: 10
+""")
+    (row,) = sweep(tmp_path / "sweep.yaml", tmp_path / "out", retries=0)
+    assert row["status"] == "ok", row.get("reason")
+    assert row["device_check_ok"] is True and row["device_ms"]["round_min"] <= row["device_ms"]["p50"] <= row["device_ms"]["round_max"]
+    (device,) = [s for s in row["stages"] if s["stage"] == "timing:device"]
+    assert device["node"] == sshd["target"]

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from edgeprune._io import atomic_dir, write_text_atomic
 from edgeprune.errors import ConfigError
@@ -26,10 +26,11 @@ def expand(spec: SweepSpec, base: Path) -> list[dict]:
     out = []
     for m in spec.models:
         model = {**m.model_dump(), **{k: resolve(getattr(m, k), base) for k in ("model", "calib", "train", "eval")}}
-        for t in spec.targets:
+        for entry in spec.targets:
+            t = entry.model_copy(update={"identity": resolve(entry.identity, base)})
             for budget in spec.budgets.items():
                 for precision in spec.precisions:
-                    out.append({"key": config_key(m, t, budget, precision, spec, base), "model": model,
+                    out.append({"key": config_key(m, entry, budget, precision, spec, base), "model": model,
                                 "target": t.model_dump(), "budget": list(budget), "precision": precision,
                                 "rounds": spec.rounds, "iters": spec.iters, "seed": spec.seed})
     return out

@@ -72,7 +72,8 @@ def summary(result, config) -> dict[str, Any]:
         "speedup_measured": bool(s), "predicted_ms": result.predicted_ms, "metric": result.metric,
         "score": result.score, "score_dense": result.score_dense, "max_drop": result.max_drop,
         "met": bool(result.attempts[-1].accepted), "attempts": len(result.attempts),
-        "chosen_precision": choice.get("label", "FP32"), "plan": result.plan.keep(),
+        "chosen_precision": choice.get("label", "FP32"),
+        "plan": {g["name"]: [int(g["keep"]), int(g["width"])] for g in result.plan.groups if g["keep"] < g["width"]},
         "macs_kept": result.counts["optimized"]["macs"] / result.counts["dense"]["macs"],
     }
 
@@ -118,7 +119,7 @@ def time_on_device(payload: dict, bundle_bytes: bytes) -> dict:
         bundle = Path(tmp) / f"{payload['model']['name']}.tar.gz"
         bundle.write_bytes(bundle_bytes)
         start = time.time()
-        doc = run_remote(tgt["ssh"], bundle, python=tgt.get("python", "python3"))
+        doc = run_remote(tgt["ssh"], bundle, python=tgt.get("python", "python3"), identity=tgt.get("identity"))
     res = (doc.get("results") or [{}])[0]
     rounds = res.get("round_p50_ms") or []
     return {"device_ms": {"p50": (res.get("stats") or {}).get("p50"), "round_min": min(rounds, default=None),

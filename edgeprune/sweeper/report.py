@@ -58,9 +58,12 @@ def _cells(r: dict) -> list[str]:
     s = r.get("speedup") or {}
     speed = f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})" if s else "not measured"
     stages = "; ".join(f"{x['stage']} {x['end'] - x['start']:.0f}s on {str(x['node'])[:8]}" for x in r.get("stages", []))
+    plan = list((r.get("plan") or {}).items())
+    narrowed = ", ".join(f"{name} {k}/{w}" for name, (k, w) in plan[:4]) + (f" (+{len(plan) - 4} more)" if len(plan) > 4 else "")
     return [r["model"], r["target"], ", ".join(f"{k} {v}" for k, v in r["budget"].items()), r["precision"], r["status"],
             speed, "-" if r.get("score") is None else f"{r['score']:.2f}", r.get("chosen_precision", "-"),
-            "-" if r.get("macs_kept") is None else f"{100 * r['macs_kept']:.0f}%", r.get("reason") or stages]
+            "-" if r.get("macs_kept") is None else f"{100 * r['macs_kept']:.0f}%",
+            narrowed or ("dense widths" if r["status"] == "ok" else "-"), r.get("reason") or stages]
 
 
 def render(rows: list[dict]) -> str:
@@ -72,7 +75,7 @@ def render(rows: list[dict]) -> str:
     figs = "".join(f"<figure><img alt='{e(m)} on {e(t)}' src='data:image/png;base64,{plot(g, f'{m} on {t}')}'>"
                    f"<figcaption>{e(m)} on {e(t)}: {len(g)} configs</figcaption></figure>" for (m, t), g in groups.items())
     head = ["model", "target", "budget", "precision asked", "status", "measured speedup", "score", "shipped",
-            "MACs kept", "stages (or why it failed)"]
+            "MACs kept", "plan (kept/width)", "stages (or why it failed)"]
     body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in _cells(r)) + "</tr>" for r in rows)
     done = sum(r["status"] == "ok" for r in rows)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>edgeprune sweep</title><style>"

@@ -53,6 +53,7 @@ class TargetEntry(_Strict):
     resource: str | None = Field(default=None, min_length=1)  # the Ray custom resource of the node that holds it
     ssh: str | None = None  # user@host[:port] running the bundle runner
     python: str = "python3"  # the ssh host's interpreter
+    identity: str | None = None  # the ssh key (else the user's ssh config and agent decide)
 
     @model_validator(mode="after")
     def _one_place(self):
