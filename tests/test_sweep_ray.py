@@ -7,6 +7,7 @@ on its target's node, alone: no two timings on a node overlapped, and no CPU sta
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +77,23 @@ iters: 10
     return path
 
 
+def _kill_one_config_worker(killed: list[int], wait_s: float = 300.0) -> None:
+    """SIGKILL the first config task's worker process (Ray titles it ray::run_config) 3 s into its work."""
+    import psutil
+
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and not killed:
+        for proc in psutil.process_iter(["cmdline"]):
+            if any("ray::run_config" in part for part in (proc.info["cmdline"] or [])):
+                time.sleep(3.0)
+                with contextlib.suppress(psutil.Error):
+                    if any("ray::run_config" in part for part in proc.cmdline()):  # still in a config task
+                        proc.kill()
+                        killed.append(proc.pid)
+                break
+        time.sleep(0.2)
+
+
 def _overlap(a: dict, b: dict) -> bool:
     return a["node"] == b["node"] and a["start"] < b["end"] and b["start"] < a["end"]
 
@@ -86,10 +105,15 @@ def test_sweep_on_two_nodes_pins_timing_resumes_and_records_failures(cluster, tm
     ray.init(address=cluster)
     try:
         holder = {r: n["NodeID"] for n in ray.nodes() if n["Alive"] for r in n["Resources"] if r.startswith("target:")}
-        events: list[dict] = []
-        rows = sweep(_spec(tmp_path), tmp_path / "out", retries=0, progress=events.append)
     finally:
         ray.shutdown()
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_one_config_worker, args=(killed,), daemon=True)
+    killer.start()
+    events: list[dict] = []
+    rows = sweep(_spec(tmp_path), tmp_path / "out", address=cluster, retries=1, progress=events.append)
+    killer.join(timeout=5)
+    assert len(killed) == 1  # a config task's worker was killed mid-task; Ray retried it and the config finished
     assert len(rows) == 12 and {"todo": 12, "total": 12} in events
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]

@@ -20,3 +20,5 @@ def test_wheel_contains_profiles_and_backends(tmp_path):
         assert f"edgeprune/backends/{module}.py" in names
     assert not any(n.startswith(("backends/", "hw_profiles/", "tests/")) for n in names)  # nothing top-level but edgeprune
     assert any(n.endswith("entry_points.txt") for n in names)
+    for package in sorted(d.name for d in (ROOT / "edgeprune").iterdir() if (d / "__init__.py").is_file()):
+        assert f"edgeprune/{package}/__init__.py" in names, f"edgeprune.{package} is not in the wheel"
