@@ -77,7 +77,18 @@ def build_inputs(root: Path) -> Path:
     _profiles(root)
     _plans(root)
     _outdirs_and_bundles(root)
+    _sweeps(root)
     return root
+
+
+def _sweeps(root: Path) -> None:
+    """SWEEP.yaml files, each with one problem (the minimal file of edgeprune.sweeper.spec, changed once)."""
+    good = ("models:\n  - {name: mlp, model: \"models.py:mlp\"}\ntargets:\n  - {name: here, profile: host}\n"
+            "budgets: {speedup: [1.5]}\n")
+    (root / "sweep_budget.yaml").write_text(good.replace("[1.5]", "[0.9]"))
+    (root / "sweep_nan.yaml").write_text(good.replace("[1.5]", "[.nan]"))
+    (root / "sweep_list.yaml").write_text("- models\n")
+    (root / "sweep_field.yaml").write_text(good + "precision: [fp32]\n")
 
 
 def _data_files(root: Path) -> None:

@@ -18,6 +18,12 @@ MLP, CNN = f"{M}:mlp", f"{M}:cnn"
 NPY = "--input-shape", "1x32"
 
 CASES = [
+    # ---- sweep files: one problem each, refused before Ray starts ----
+    ("sweep", ["sweep", "BAD/none.yaml", "-o", "OUT/s"], "sweep file not found"),
+    ("sweep", ["sweep", "BAD/sweep_budget.yaml", "-o", "OUT/s"], "each speedup must be above 1 (got 0.9)"),
+    ("sweep", ["sweep", "BAD/sweep_nan.yaml", "-o", "OUT/s"], "each speedup must be above 1 (got nan)"),
+    ("sweep", ["sweep", "BAD/sweep_list.yaml", "-o", "OUT/s"], "top level is a list"),
+    ("sweep", ["sweep", "BAD/sweep_field.yaml", "-o", "OUT/s"], "field 'precision': unknown field"),
     # ---- model specs (every command that loads a model goes through the same loader) ----
     ("export", ["export", "BAD/none.py:f", "-o", "OUT/m.onnx"], "model file not found"),
     ("export", ["export", f"{M}:nothere", "-o", "OUT/m.onnx"], "nothere"),

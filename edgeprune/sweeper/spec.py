@@ -133,10 +133,12 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Path]:
     try:
         return SweepSpec.model_validate(data), path.resolve().parent
     except ValidationError as err:
-        problems = validation_problems(err)
-        lines = "\n".join(f"  {path}: field '{loc}': {msg}" if loc else f"  {path}: {msg}" for loc, msg in problems)
-        raise ConfigError(f"{path}: {len(problems)} problem(s):\n{lines}",
-                          hint="correct the fields named above; edgeprune/sweeper/spec.py lists every field") from None
+        problems = [f"field '{loc}': {msg}" if loc else msg for loc, msg in validation_problems(err)]
+        # one problem: one line; more: one line each under a header (what the CLI prints after "error: ")
+        text = problems[0] if len(problems) == 1 else f"{len(problems)} problem(s):\n" + "\n".join(
+            f"  {path}: {p}" for p in problems)
+        raise ConfigError(f"{path}: {text}",
+                          hint="correct the field(s) named; edgeprune/sweeper/spec.py lists every field") from None
 
 
 def _file_digest(text: str | None, base: Path) -> str | None:
