@@ -117,14 +117,14 @@ def _reason(err: BaseException) -> str:
     return f"{type(cause).__name__}: {text}"[:500]
 
 
-def remotes(retries: int):
+def remotes(retries: int, config_cpus: float = 1):
     """The Ray remote functions (made here so that `import edgeprune.sweeper` does not import Ray)."""
     import ray
 
     from edgeprune.sweeper import job, stages
 
     timing = ray.remote(max_retries=retries)(stages.timing_task)
-    config = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(job.run_config)
+    config = ray.remote(num_cpus=config_cpus, max_retries=retries, retry_exceptions=True)(job.run_config)
     device = ray.remote(num_cpus=0, max_retries=retries, retry_exceptions=True)(job.time_on_device)
     return timing, config, device
 
@@ -191,7 +191,10 @@ def sweep(spec: SweepSpec | str | Path, outdir: str | Path, *, address: str | No
     report({"total": len(payloads), "todo": len(todo)})
     if todo:
         with ray_session(address, spec):
-            place, fns = placements(spec), remotes(retries)
+            # one node that is also every target (embedded): timing owns it, so configs cannot overlap timing anyway;
+            # each config gets all its CPUs (Ray sets the task's torch threads from them) instead of one thread each
+            single = len([n for n in ray.nodes() if n.get("Alive")]) == 1
+            place, fns = placements(spec), remotes(retries, float(os.cpu_count() or 1) if single else 1)
             refs = {fns[1].remote(p, place[p["target"]["name"]], fns[0]): (p, "config", None) for p in todo}
             try:
                 _collect(refs, store, report, fns, place)
