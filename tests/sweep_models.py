@@ -1,6 +1,16 @@
-"""Factories for the sweep tests, loaded through the `file.py:factory` model spec."""
+"""Factories for the sweep tests, loaded through the `file.py:factory` model spec, and the issue's minimal file."""
 import torch
 from torch import nn
+
+# The minimal SWEEP.yaml of issue #23, which must work as written (m.py:cnn next to it)
+MINIMAL = """models:
+  - {name: cnn, model: "m.py:cnn", input_shape: ["1x3x32x32"]}
+targets:
+  - {name: host-ort, profile: host, runtime: onnxruntime}
+  - {name: host-ov, profile: host, runtime: openvino}
+budgets: {speedup: [1.3, 1.5]}
+precisions: [fp32]
+"""
 
 
 def cnn():

@@ -17,14 +17,7 @@ from edgeprune.sweeper.report import pareto, render
 from edgeprune.sweeper.spec import load_sweep
 from edgeprune.sweeper.stages import NodeLock, land, pack, ship, unpack
 
-MINIMAL = """models:
-  - {name: cnn, model: "m.py:cnn", input_shape: ["1x3x32x32"]}
-targets:
-  - {name: host-ort, profile: host, runtime: onnxruntime}
-  - {name: host-ov, profile: host, runtime: openvino}
-budgets: {speedup: [1.3, 1.5]}
-precisions: [fp32]
-"""
+from sweep_models import MINIMAL  # noqa: E402  (same folder)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -23,6 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from sweep_models import MINIMAL  # noqa: E402
 from test_remote import sshd  # noqa: E402,F401  (the real OpenSSH server fixture)
 
 HERE = Path(__file__).resolve().parent
@@ -151,14 +152,7 @@ def test_embedded_cli_sweep_of_the_minimal_file_stops_on_ctrl_c_and_resumes(tmp_
     """No address: the CLI starts its own local Ray (even with a cluster running here) and runs the file as written.
     Ctrl-C after the first config: exit 130, one line, only whole configs stored; the re-run does the rest."""
     (tmp_path / "m.py").write_text((HERE / "sweep_models.py").read_text())
-    (tmp_path / "sweep.yaml").write_text("""models:
-  - {name: cnn, model: "m.py:cnn", input_shape: ["1x3x32x32"]}
-targets:
-  - {name: host-ort, profile: host, runtime: onnxruntime}
-  - {name: host-ov, profile: host, runtime: openvino}
-budgets: {speedup: [1.3, 1.5]}
-precisions: [fp32]
-""")
+    (tmp_path / "sweep.yaml").write_text(MINIMAL)
     env = {**os.environ, "EDGEPRUNE_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "edgeprune", "sweep", "sweep.yaml", "-o", "out"]
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

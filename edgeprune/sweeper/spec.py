@@ -71,20 +71,14 @@ class Budgets(_Strict):
     speedup: list[float] = Field(default_factory=list)
     latency_ms: list[float] = Field(default_factory=list)
 
-    @field_validator("speedup")
+    @field_validator("speedup", "latency_ms")
     @classmethod
-    def _speedups(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if not x > 1.0 or x != x]
+    def _bounded(cls, v: list[float], info) -> list[float]:
+        # a speedup must be above 1, a latency above 0 ms; NaN is neither
+        floor, what = (1.0, "speedup") if info.field_name == "speedup" else (0.0, "latency")
+        bad = [x for x in v if not x > floor]
         if bad:
-            raise ValueError(f"each speedup must be above 1 (got {bad[0]})")
-        return v
-
-    @field_validator("latency_ms")
-    @classmethod
-    def _latencies(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if not x > 0 or x != x]
-        if bad:
-            raise ValueError(f"each latency must be above 0 ms (got {bad[0]})")
+            raise ValueError(f"each {what} must be above {floor:g}{' ms' if what == 'latency' else ''} (got {bad[0]})")
         return v
 
     @model_validator(mode="after")
