@@ -78,7 +78,7 @@ def sequential(payloads: list[dict]) -> tuple[float, list[dict]]:
         with tempfile.TemporaryDirectory() as tmp:
             res.save(Path(tmp) / "out")
         rows.append({"key": p["key"], "model": p["model"]["name"], "target": p["target"]["name"],
-                     "budget": p["budget"][1], **summary(res, config), "wall_s": time.time() - start})
+                     "budget": p["budget"][1], **summary(res), "wall_s": time.time() - start})
         print(f"  sequential {rows[-1]['model']} {rows[-1]['target']} {rows[-1]['budget']}x: "
               f"{rows[-1]['speedup']['median']:.2f}x {rows[-1]['score']:.2f} ({rows[-1]['wall_s']:.0f} s)", flush=True)
     return time.time() - t0, rows

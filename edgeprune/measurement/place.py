@@ -45,14 +45,21 @@ def time_files(labelled_paths: Sequence[tuple[str, Path]], runtime: str, feeds, 
 def time_here(labelled_paths: Sequence[tuple[str, Path]], runtime: str, feeds, threads: int | None, *,
               warmup: int, iters: int, rounds: int):
     """time_files' body: compile each file on `runtime` here and time them together (measurement.bench)."""
-    from edgeprune.backends import BackendOptions, get_backend
     from edgeprune.measurement.bench import benchmark_sessions
 
-    sessions = []
+    return benchmark_sessions(compile_files(labelled_paths, runtime, feeds, threads), warmup=warmup, iters=iters,
+                              rounds=rounds)
+
+
+def compile_files(labelled_paths: Sequence[tuple[str, Path]], runtime: str, feeds, threads: int | None):
+    """(label, compiled session, prepared inputs) per file, here: what benchmark_sessions times."""
+    from edgeprune.backends import BackendOptions, get_backend
+
+    out = []
     for label, path in labelled_paths:
         sess = get_backend(runtime, BackendOptions(threads=threads)).compile(Path(path))
-        sessions.append((label, sess, sess.prepare_inputs(feeds)))
-    return benchmark_sessions(sessions, warmup=warmup, iters=iters, rounds=rounds)
+        out.append((label, sess, sess.prepare_inputs(feeds)))
+    return out
 
 
 def companions(path: Path) -> list[Path]:

@@ -239,17 +239,6 @@ def _speedup_dict(s) -> dict[str, float]:
     return {k: v for k, v in dataclasses.asdict(s).items() if k not in ("baseline", "candidate")}
 
 
-def _compiled_sessions(labelled_paths: Sequence[tuple[str, Path]], runtime: str, feeds, threads):
-    """(label, compiled session, prepared inputs) per ONNX file: what benchmark_sessions times."""
-    from edgeprune.backends import BackendOptions, get_backend
-
-    out = []
-    for label, path in labelled_paths:
-        sess = get_backend(runtime, BackendOptions(threads=threads)).compile(path)
-        out.append((label, sess, sess.prepare_inputs(feeds)))
-    return out
-
-
 def _measure_against_dense(dense_onnx: Path, paths: Sequence[Path], runtime: str, feeds, threads, rounds: int,
                            iters: int):
     """BenchResults [dense, "optimized" per path] from one interleaved run, and each path's speedup dict."""
@@ -281,7 +270,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     anchor noise tilts the map; on MiniLM/ORT that run measured 1.60x for 1.3x asked against 1.32x with these."""
     from edgeprune.exporter import export
     from edgeprune.measurement.latency import WholeModelFit
-    from edgeprune.measurement.place import time_files
+    from edgeprune.measurement.place import compile_files, time_files
     from edgeprune.optimizer.context import context_correction
     from edgeprune.pruning import StructuredConfig, prune
 
@@ -305,7 +294,7 @@ def _anchor_fit(model, example_inputs, names, groups, records, layer_s, dense_s:
     context = None
     if _touches_convs(records):
         # the per-conv profile only splits the timed totals above among convs: it runs where optimize runs
-        backends = [sess for _, sess, _ in _compiled_sessions(labelled, runtime, feeds, threads)]
+        backends = [sess for _, sess, _ in compile_files(labelled, runtime, feeds, threads)]
         anchors = [(p, _joint_shapes(groups, records, k)) for p, k in zip(paths, keeps)]
         correction = context_correction(model, example_inputs, anchors, backends, feeds, measured, layer_s)
         if correction is not None:

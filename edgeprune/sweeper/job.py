@@ -63,7 +63,7 @@ def _config(payload: dict):
                           recover=recover, seed=payload["seed"], **extra)
 
 
-def summary(result, config) -> dict[str, Any]:
+def summary(result) -> dict[str, Any]:
     """What a results.jsonl row says of an OptimizeResult."""
     s = result.speedup or {}
     choice = result.precision or {}
@@ -105,7 +105,7 @@ def run_config(payload: dict, placement: dict, remote_timing) -> dict:
             data = pack(out)
     finally:
         spans.close()
-    record = {**summary(result, config), "data": source, "node": spans.node, "started": started, "ended": time.time(),
+    record = {**summary(result), "data": source, "node": spans.node, "started": started, "ended": time.time(),
               "stages": sorted(spans.rows, key=lambda r: r["start"])}
     return {"record": record, "outdir": data}
 
