@@ -154,8 +154,9 @@ def _collect(refs: dict, store: Store, report: Callable[[dict], None], fns, plac
             try:
                 value = ray.get(ref)
             except Exception as err:  # a task that failed after its retries: recorded, the sweep goes on
-                store.put(_row(payload, status="failed", reason=_reason(err), started=None, ended=time.time()), None)
-                report({"failed": payload["key"], "reason": _reason(err)})
+                reason = _reason(err)
+                store.put(_row(payload, status="failed", reason=reason, started=None, ended=time.time()), None)
+                report({"failed": payload["key"], "reason": reason})
                 continue
             if phase == "config" and place[payload["target"]["name"]]["ssh"]:
                 device = fns[2].options(resources={place[payload["target"]["name"]]["resource"]: 1})
@@ -192,9 +193,10 @@ def sweep(spec: SweepSpec | str | Path, outdir: str | Path, *, address: str | No
     if todo:
         with ray_session(address, spec):
             # one node that is also every target (embedded): timing owns it, so configs cannot overlap timing anyway;
-            # each config gets all its CPUs (Ray sets the task's torch threads from them) instead of one thread each
-            single = len([n for n in ray.nodes() if n.get("Alive")]) == 1
-            place, fns = placements(spec), remotes(retries, float(os.cpu_count() or 1) if single else 1)
+            # each config gets all of that node's CPUs (Ray sets the task's torch threads from them), not one thread
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            config_cpus = float(alive[0]["Resources"].get("CPU", 1)) if len(alive) == 1 else 1
+            place, fns = placements(spec), remotes(retries, config_cpus)
             refs = {fns[1].remote(p, place[p["target"]["name"]], fns[0]): (p, "config", None) for p in todo}
             try:
                 _collect(refs, store, report, fns, place)
