@@ -65,14 +65,14 @@ def sequential(payloads: list[dict]) -> tuple[float, list[dict]]:
     """The same configs, one after another, each an edgeprune.optimize call in this process."""
     from edgeprune.models import load_model
     from edgeprune.optimizer import optimize
-    from edgeprune.sweeper.job import _config, _data, summary
+    from edgeprune.sweeper.job import config_data, optimize_config, summary
 
     rows, t0 = [], time.time()
     for p in payloads:
         start = time.time()
-        config = _config(p)
+        config = optimize_config(p)
         loaded = load_model(p["model"]["model"], p["model"].get("input_shape"))
-        (calib, train, held), _ = _data(p["model"], loaded, p["seed"])
+        (calib, train, held), _ = config_data(p["model"], loaded, p["seed"])
         res = optimize(loaded.module, loaded.example_inputs, config, calib=calib, train=train, eval_data=held,
                        input_names=loaded.input_names, model_name=p["model"]["name"])
         with tempfile.TemporaryDirectory() as tmp:

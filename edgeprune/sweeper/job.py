@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _data(model: dict, loaded, seed: int) -> tuple[tuple, str]:
+def config_data(model: dict, loaded, seed: int) -> tuple[tuple, str]:
     """((calib, train, eval), where the data came from): the entry's files; with none, the packaged default
     (MiniLM) or seeded random inputs shaped like the example, whose score only says how far the outputs moved."""
     from edgeprune.data.files import ReadOptions, read_sets
@@ -49,7 +49,7 @@ def _random_sets(example: tuple, seed: int, n_calib: int = 48, n_eval: int = 32)
     return batch(n_calib), None, batch(n_eval)
 
 
-def _config(payload: dict):
+def optimize_config(payload: dict):
     from edgeprune.optimizer import OptimizeConfig
     from edgeprune.recover.config import RecoverConfig
     from edgeprune.targets.target import target
@@ -90,9 +90,9 @@ def run_config(payload: dict, placement: dict, remote_timing) -> dict:
     started = time.time()
     try:
         model = payload["model"]
-        config = _config(payload)
+        config = optimize_config(payload)
         loaded = load_model(model["model"], model.get("input_shape"))
-        (calib, train, held), source = _data(model, loaded, payload["seed"])
+        (calib, train, held), source = config_data(model, loaded, payload["seed"])
         spans.next("optimize")
         place = placer(remote_timing, placement["resource"], placement["cpus"], placement.get("node"), spans)
         with placed(place):
