@@ -1,7 +1,8 @@
 """Graceful partial pruning: what the pruner cannot handle is left whole and said; strict=True restores the error.
 
-Two families it met as a new user would: a UNet whose up-path is ConvTranspose2d, and a ViT whose class token and
-position embedding are bare nn.Parameters on the module.
+Two families it met as a new user would: a UNet (its ConvTranspose2d up-path is pruned now; an affine InstanceNorm2d,
+which the pruner does not score, stands in for the layer left whole), and a ViT whose class token and position
+embedding are bare nn.Parameters on the module.
 """
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ class TinyUNet(nn.Module):
         return self.head(self.fuse(torch.cat([s, y], dim=1)))
 
 
+class NormedUNet(TinyUNet):
+    """TinyUNet with an affine InstanceNorm2d in the middle: a torch layer with weights the pruner does not handle."""
+
+    def __init__(self):
+        super().__init__()
+        self.mid = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.InstanceNorm2d(32, affine=True), nn.ReLU())
+
+
 class ViTish(nn.Module):
     def __init__(self, d=32, hidden=128, patches=16):
         super().__init__()
@@ -53,22 +62,22 @@ def _prune(model, inputs, **kw):
     return pruned, [ln for ln in lines if ln.startswith("left unpruned")]
 
 
-def test_unet_with_transposed_conv_prunes_the_rest_and_says_what_it_left(tmp_path):
+def test_unet_layer_left_whole_the_rest_pruned_and_said(tmp_path):
     torch.manual_seed(0)
-    model, x = TinyUNet().eval(), torch.randn(2, 3, 32, 32)
+    model, x = NormedUNet().eval(), torch.randn(2, 3, 32, 32)
     pruned, left = _prune(model, (x,))
-    assert left == ["left unpruned: up (ConvTranspose2d): not supported by structured channel pruning; "
+    assert left == ["left unpruned: mid.1 (InstanceNorm2d): not supported by structured channel pruning; "
                     "the channel groups that touch it keep their width"]
     assert pruned(x).shape == model(x).shape == (2, 2, 32, 32)
-    assert pruned.up.in_channels == 32 and pruned.up.out_channels == 16  # left whole
-    assert pruned.down1[0].out_channels < 16 or pruned.fuse[0].out_channels < 16  # the rest is pruned
+    assert pruned.mid[0].out_channels == pruned.up.in_channels == 32  # the group through the norm keeps its width
+    assert pruned.down1[0].out_channels < 16 and pruned.up.out_channels < 16  # the rest is pruned
     assert ep.count(pruned, (x,)).macs < ep.count(model, (x,)).macs
     assert ep.export(pruned, (x,), tmp_path / "u.onnx").max_abs_diff <= 1e-4
 
 
 def test_strict_restores_the_error():
-    with pytest.raises(PruningError, match=r"layer 'up' \(ConvTranspose2d\) is not supported"):
-        ep.prune(TinyUNet().eval(), (torch.randn(1, 3, 32, 32),), StructuredConfig(ratio=0.5, strict=True))
+    with pytest.raises(PruningError, match=r"layer 'mid.1' \(InstanceNorm2d\) is not supported"):
+        ep.prune(NormedUNet().eval(), (torch.randn(1, 3, 32, 32),), StructuredConfig(ratio=0.5, strict=True))
 
 
 def test_vit_with_bare_class_token_and_position_embedding_prunes(tmp_path):
@@ -84,12 +93,12 @@ def test_vit_with_bare_class_token_and_position_embedding_prunes(tmp_path):
 
 UNET_FILE = '''
 import torch
-from test_partial_pruning import TinyUNet
+from test_partial_pruning import NormedUNet
 
 
 def unet():
     torch.manual_seed(0)
-    return TinyUNet().eval(), (torch.randn(1, 3, 32, 32),)
+    return NormedUNet().eval(), (torch.randn(1, 3, 32, 32),)
 '''
 
 
@@ -105,10 +114,10 @@ def test_cli_prune_prints_what_it_left_and_strict_fails_in_one_line(tmp_path, mo
     spec = f"{tmp_path / 'unet.py'}:unet"
     ok = CliRunner().invoke(main, ["prune", spec, "--ratio", "0.5", "-o", str(tmp_path / "u.pt2")])
     assert ok.exit_code == 0, ok.output
-    assert "left unpruned: up (ConvTranspose2d)" in ok.output and (tmp_path / "u.pt2").is_file()
+    assert "left unpruned: mid.1 (InstanceNorm2d)" in ok.output and (tmp_path / "u.pt2").is_file()
     bad = CliRunner().invoke(main, ["prune", spec, "--ratio", "0.5", "--strict", "-o", str(tmp_path / "s.pt2")])
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]
-    assert bad.exit_code == 2 and len(lines) == 1 and "layer 'up' (ConvTranspose2d)" in lines[0], bad.output
+    assert bad.exit_code == 2 and len(lines) == 1 and "layer 'mid.1' (InstanceNorm2d)" in lines[0], bad.output
     assert not (tmp_path / "s.pt2").exists()
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeprune.optimizer.planner import GroupOption
+from edgeprune.pruning import transposed
 
 
 def _input_mask(module: nn.Module, cols: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -27,8 +28,10 @@ def _input_mask(module: nn.Module, cols: list[int]) -> tuple[torch.Tensor, torch
         return None
     mask = torch.zeros_like(w, dtype=torch.bool)
     idx = torch.tensor(cols)
-    if isinstance(module, nn.Conv2d):
-        # weight (out, in/groups, kh, kw): input channel c feeds only the outputs of its conv group
+    if transposed.is_transposed(module):  # weight (in, out/groups, *k): input channel c is row c
+        return w, transposed.input_mask(module, cols)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        # weight (out, in/groups, *k): input channel c feeds only the outputs of its conv group
         per_in, per_out = module.in_channels // module.groups, module.out_channels // module.groups
         for c in cols:
             g = c // per_in

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from edgeprune.measurement.latency import LayerShape
+from edgeprune.pruning import transposed
 from edgeprune.weights import is_hf_conv1d
 
 
@@ -44,6 +45,10 @@ def record_shapes(model: nn.Module, modules: dict[str, nn.Module], example_input
                 kh, kw = mod.kernel_size
                 seen[name] = LayerShape(b * h * w, mod.in_channels * kh * kw // mod.groups, mod.out_channels, "conv",
                                         kh, mod.groups, h)
+            elif transposed.is_transposed(mod) and mod.groups == 1:
+                # a GEMM per input pixel: (pixels x C_in) @ (C_in x C_out*k), then col2im (not a MAC)
+                seen[name] = LayerShape(x.numel() // mod.in_channels, mod.in_channels,
+                                        mod.out_channels * transposed.kernel_numel(mod))
             elif isinstance(mod, nn.Linear):
                 seen[name] = LayerShape(x.numel() // mod.in_features, mod.in_features, mod.out_features)
                 if x.dim() == 3:
@@ -70,6 +75,8 @@ def group_layers(group, shapes: dict[str, LayerShape]) -> list[LayerRecord]:
     for p in group.producers:
         if p.name in shapes:
             rows = sum(len(r) for r in p.rows) / n
+            if transposed.is_transposed(p.module):  # each output channel is k columns of its GEMM
+                rows *= transposed.kernel_numel(p.module)
             shape = shapes[p.name]
             # a depthwise conv can be a group's producer only (e.g. the last MBConv block): its groups
             # must shrink with its channels, or the timed graph is an invalid grouped conv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from edgeprune.errors import PruningError
+from edgeprune.pruning import transposed
 from edgeprune.pruning.graph import Group
 from edgeprune.pruning.stats import BlockStats, ensure_bias, set_weight_matrix, unit_columns, weight_matrix
 
@@ -46,9 +47,9 @@ def _cholesky_solve(A: torch.Tensor, B: torch.Tensor, where: str) -> torch.Tenso
 
 def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mode: str = "ls", where: str = "a layer") -> None:
     """Rewrite one block of `mod` (weights and bias) so its output survives zeroing `removed_cols`."""
-    W = weight_matrix(mod, st.out)                          # (out, cols)
+    W = weight_matrix(mod, st)                              # (rows, cols)
     bias = ensure_bias(mod)
-    b = bias.detach()[st.out].double()
+    b = transposed.row_bias(mod, bias.detach()[st.out].double())  # (rows,)
     cols = W.shape[1]
     keep = torch.ones(cols, dtype=torch.bool)
     keep[removed_cols] = False
@@ -73,9 +74,9 @@ def refit_block(mod, st: BlockStats, removed_cols: torch.Tensor, damp: float, mo
         new_W[:, R] = Z[:-1].t()
         new_b = Z[-1]
     new_W[:, removed_cols] = 0.0
-    set_weight_matrix(mod, st.out, new_W)
+    set_weight_matrix(mod, st, new_W)
     with torch.no_grad():
-        bias[st.out] = new_b.to(bias.dtype)
+        bias[st.out] = transposed.fold_bias(mod, new_b).to(bias.dtype)
 
 
 def compensate(group: Group, removed: list[int], stats: dict[str, list[BlockStats]], damp: float, mode: str = "ls") -> None:

@@ -17,10 +17,13 @@ import torch
 from torch import nn
 
 from edgeprune.errors import PruningError
+from edgeprune.pruning import transposed
 
-# Layer types whose channels Torch-Pruning removes correctly and that we can score/compensate.
-_SUPPORTED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
-              nn.PReLU, nn.Identity, nn.Dropout)
+# Layer types whose channels Torch-Pruning removes correctly (transposed convs: with transposed.py's pruner when
+# grouped) and that we can score/compensate.
+CONVS = (nn.Conv1d, nn.Conv2d) + transposed.TRANSPOSED
+WEIGHTED = CONVS + (nn.Linear,)     # the layers a group is rooted at, read by, and written by
+_SUPPORTED = WEIGHTED + (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Identity, nn.Dropout)
 
 
 @dataclasses.dataclass
@@ -60,7 +63,7 @@ def names_of(model: nn.Module) -> dict[nn.Module, str]:
 
 
 def is_depthwise(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels
+    return isinstance(mod, CONVS) and mod.groups > 1 and mod.groups == mod.in_channels
 
 
 def _param_leaves(model: nn.Module):
@@ -85,15 +88,17 @@ def check_supported(model: nn.Module, ignored: Callable[[str], bool], strict: bo
                     note: Callable[[str], None] = lambda line: None) -> Callable[[str], bool]:
     """Strict: every layer with weights must be one we can prune correctly, or be ignored by the user. Otherwise
     each one is left whole (`note` gets a 'left unpruned' line); returns `ignored` extended by them."""
-    bad = unsupported_layers(model, ignored)
+    reason = "not supported by structured channel pruning"
+    bad = [(name, mod, reason) for name, mod in unsupported_layers(model, ignored)]
+    bad += [(n, m, why) for n, m, why in transposed.left_whole(model) if not ignored(n)]
     if bad and strict:
-        name, mod = bad[0]
-        raise PruningError(f"layer '{name}' ({type(mod).__name__}) is not supported by structured channel pruning",
+        name, mod, why = bad[0]
+        what = f"layer '{name}' ({type(mod).__name__})"
+        raise PruningError(f"{what} is {reason}" if why == reason else f"{what} cannot be pruned: {why}",
                            hint=f"add it to ignore=, e.g. ignore=['{name}'] (groups touching it are then left unpruned)")
-    for name, mod in bad:
-        note(f"left unpruned: {name} ({type(mod).__name__}): not supported by structured channel pruning; "
-             "the channel groups that touch it keep their width")
-    whole = {name for name, _ in bad}
+    for name, mod, why in bad:
+        note(f"left unpruned: {name} ({type(mod).__name__}): {why}; the channel groups that touch it keep their width")
+    whole = {name for name, _, _ in bad}
     return lambda n: ignored(n) or n in whole
 
 
@@ -109,12 +114,13 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     ignored = check_supported(model, ignored, strict, note)
     names = names_of(model)
     try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(example_inputs), verbose=False)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(example_inputs), verbose=False,
+                                                   customized_pruners=transposed.customized_pruners(model))
     except Exception as err:  # tracing failures of arbitrary user models
         raise PruningError(f"tracing the model's channel dependencies failed: {type(err).__name__}: {err}",
                            hint="use ignore= for the failing part, or unit='heads'/'ffn' for transformers") from err
     groups = []
-    for tp_group in dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear, nn.Conv1d)):
+    for tp_group in dg.get_all_groups(root_module_types=WEIGHTED):
         root_dep = tp_group[0].dep
         root, handler = root_dep.target.module, root_dep.handler
         n = len(tp_group[0].idxs)
@@ -145,9 +151,9 @@ def _parts(dg, tp_group, names, ignored):
             continue
         if ignored(name) or not isinstance(mod, _SUPPORTED):
             return consumers, producers, uniform, True
-        if isinstance(mod, (nn.Conv2d, nn.Conv1d)) and 1 < mod.groups and not is_depthwise(mod):
+        if isinstance(mod, CONVS) and 1 < mod.groups and not is_depthwise(mod):
             uniform = math.lcm(uniform, mod.groups)
-        if not isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)) or len(idxs) % n:
+        if not isinstance(mod, WEIGHTED) or len(idxs) % n:
             continue
         r = len(idxs) // n          # >1 when a flatten maps one channel to H*W features
         per_unit = [idxs[j * r:(j + 1) * r] for j in range(n)]

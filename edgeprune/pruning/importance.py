@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError
+from edgeprune.pruning import transposed
 from edgeprune.pruning.compensate import ridge_cholesky
 from edgeprune.pruning.graph import Group
 from edgeprune.weights import is_hf_conv1d
@@ -43,7 +44,7 @@ def numerical(group: Group, stats: dict[str, list[BlockStats]], damp: float) -> 
             cols = unit_columns(cons.units, st)
             if not cols:
                 continue
-            W = weight_matrix(cons.module, st.out)
+            W = weight_matrix(cons.module, st)
             Hinv = _damped_inverse(st.G / max(st.n, 1), damp, f"importance of layer '{cons.name}'")
             by_size: dict[int, list[int]] = {}
             for j, c in cols.items():
@@ -63,7 +64,7 @@ def wanda(group: Group, stats: dict[str, list[BlockStats]]) -> torch.Tensor:
     score = torch.zeros(group.n_units, dtype=torch.float64)
     for cons in group.consumers:
         for st in stats[cons.name]:
-            W = weight_matrix(cons.module, st.out)
+            W = weight_matrix(cons.module, st)
             col_score = W.norm(dim=0) * torch.diagonal(st.G).clamp_min(0).sqrt() / max(st.n, 1) ** 0.5
             for j, c in unit_columns(cons.units, st).items():
                 score[j] += col_score[c].sum()
@@ -74,6 +75,11 @@ def _rows_of(mod: nn.Module, t: torch.Tensor, idx: list[int], out_side: bool) ->
     """Slices of a weight-shaped tensor t belonging to features idx (output rows or input columns)."""
     if t.dim() == 1:  # a bias: indexed by output feature whatever the layer type
         return t[idx]
+    if transposed.is_transposed(mod):  # weight (C_in, C_out/g, *k): inputs on dim 0, block-local outputs on dim 1
+        if not out_side:
+            return t[idx]
+        per, rows = mod.out_channels // mod.groups, mod.in_channels // mod.groups
+        return torch.cat([t[(i // per) * rows:(i // per + 1) * rows, i % per] for i in idx])
     if is_hf_conv1d(mod):  # HF GPT-2 Conv1D stores W as (in, out)
         return t[:, idx] if out_side else t[idx]
     if out_side:

@@ -1,8 +1,9 @@
 """Calibration statistics of consumer layers: the Gram matrix of each layer's real input.
 
 Matrix view (METHODS notation y = W x + b): Linear W (out, in); GPT-2 Conv1D W = weightᵀ;
-Conv2d with g groups -> g blocks, block b: W[rows_b].reshape(out/g, in/g·kh·kw) against the im2col
-(F.unfold) input of its in/g channels, columns ordered (channel, kh, kw) like the weight.
+Conv1d/2d with g groups -> g blocks, block b: W[rows_b].reshape(out/g, in/g·kh·kw) against the im2col
+(F.unfold) input of its in/g channels, columns ordered (channel, kh, kw) like the weight. ConvTranspose:
+each input pixel's patch of out/g·k outputs against that pixel's in/g channels (transposed.py).
 Per block we keep G = XᵀX (float64, cols×cols), s = Σ rows of X, and n rows: enough for ΔE,
 Wanda and the least-squares refit, without storing activations. Rows (tokens or conv positions)
 are subsampled deterministically to at most max_rows per layer.
@@ -16,7 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgeprune.pruning import transposed
 from edgeprune.weights import is_hf_conv1d, linear_weight, set_linear_weight
+
+CONV = (nn.Conv1d, nn.Conv2d)  # im2col convs (transposed ones have their own view)
 
 
 @dataclasses.dataclass
@@ -30,46 +34,58 @@ class BlockStats:
 
 
 def blocks(mod: nn.Module) -> list[tuple[slice, slice, int]]:
-    if isinstance(mod, nn.Conv2d):
+    if isinstance(mod, CONV + transposed.TRANSPOSED):
         g, o, i = mod.groups, mod.out_channels, mod.in_channels
-        k = mod.kernel_size[0] * mod.kernel_size[1]
+        k = 1 if transposed.is_transposed(mod) else transposed.kernel_numel(mod)
         return [(slice(b * o // g, (b + 1) * o // g), slice(b * i // g, (b + 1) * i // g), k) for b in range(g)]
     n_in = mod.weight.shape[0] if is_hf_conv1d(mod) else mod.weight.shape[1]
     return [(slice(None), slice(0, n_in), 1)]
 
 
-def weight_matrix(mod: nn.Module, out: slice) -> torch.Tensor:
-    """(out_rows, in * kernel) float64 copy of the block's weight; columns in (C_in, kernel) order."""
-    w = linear_weight(mod)[out]
+def weight_matrix(mod: nn.Module, st: BlockStats) -> torch.Tensor:
+    """(rows, cols) float64 copy of the block's weight, cols matching _rows: (C_in, kernel) order for Linear and
+    Conv; for a transposed conv, rows = (out channel, kernel position) of a patch, cols = its input channels."""
+    if transposed.is_transposed(mod):
+        return transposed.patch_matrix(mod, st.ch)
+    w = linear_weight(mod)[st.out]
     return w.reshape(w.shape[0], -1).double()
 
 
-def set_weight_matrix(mod: nn.Module, out: slice, w: torch.Tensor) -> None:
-    set_linear_weight(mod, w, rows=out)
+def set_weight_matrix(mod: nn.Module, st: BlockStats, w: torch.Tensor) -> None:
+    if transposed.is_transposed(mod):
+        transposed.set_patch_matrix(mod, st.ch, w)
+    else:
+        set_linear_weight(mod, w, rows=st.out)
 
 
 def ensure_bias(mod: nn.Module) -> torch.Tensor:
     """The layer's bias, created as zeros if absent (compensation needs somewhere to put the mean)."""
     if mod.bias is None:
-        n_out = mod.weight.shape[1] if is_hf_conv1d(mod) else mod.weight.shape[0]
+        n_out = mod.weight.shape[1] if is_hf_conv1d(mod) else getattr(mod, "out_channels", mod.weight.shape[0])
         mod.bias = nn.Parameter(torch.zeros(n_out, dtype=mod.weight.dtype))
     return mod.bias
 
 
 def _rows(mod: nn.Module, x: torch.Tensor, ch: slice) -> torch.Tensor:
     """The block's input as (rows, cols)."""
-    if isinstance(mod, nn.Conv2d):
+    if transposed.is_transposed(mod):
+        return transposed.pixel_rows(x, ch)
+    if isinstance(mod, CONV):
         pad = mod.padding if not isinstance(mod.padding, str) else _same_padding(mod)
         if mod.padding_mode != "zeros":  # reflect/replicate/circular: pad like the layer does, then unfold
-            x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode), (0, 0)
-        cols = F.unfold(x[:, ch], mod.kernel_size, dilation=mod.dilation, padding=pad, stride=mod.stride)
+            x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode), (0,) * len(pad)
+        x, kernel, dilation, stride = x[:, ch], mod.kernel_size, mod.dilation, mod.stride
+        if isinstance(mod, nn.Conv1d):  # (N, C, L) as (N, C, 1, L): unfold is 2-D only
+            x, kernel, dilation, stride = x.unsqueeze(2), (1, *kernel), (1, *dilation), (1, *stride)
+            pad = (0, *pad)
+        cols = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
     return x[..., ch].reshape(-1, ch.stop - ch.start)
 
 
-def _same_padding(mod: nn.Conv2d):
+def _same_padding(mod: nn.Module):
     if mod.padding == "valid":
-        return (0, 0)
+        return (0,) * len(mod.kernel_size)
     return tuple(d * (k - 1) // 2 for k, d in zip(mod.kernel_size, mod.dilation))
 
 
@@ -104,7 +120,7 @@ def capture(model: nn.Module, layers: dict[str, nn.Module], batches: Sequence[tu
         def hook(mod, args):
             x = args[0].detach()
             mask = current["mask"]
-            if mask is not None and not isinstance(mod, nn.Conv2d) and x.dim() == 3 and x.shape[:2] == mask.shape:
+            if mask is not None and not isinstance(mod, CONV + transposed.TRANSPOSED) and x.dim() == 3 and x.shape[:2] == mask.shape:
                 x = x[mask]  # [B, T, C] -> [real tokens, C]: padded positions left out of G, s and n
             gen = torch.Generator().manual_seed(seed + len(seen))
             idx = None
