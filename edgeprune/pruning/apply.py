@@ -107,6 +107,8 @@ def planned_removals(groups: list[Group], config: StructuredConfig, scores: dict
                 kept = int(round(want / step)) * step
         else:
             kept = int(round(want / step)) * step
+        if kept == 0 and want >= 0.5 * step:  # half a step or more asked (a 1-head stage at 50%): keep one step
+            kept = step
         if kept < max(config.min_keep, 1):
             raise ConfigError(f"'{g.name}' would keep {kept} of {g.n_units} {g.kind} (min_keep={config.min_keep})",
                               hint="lower the ratio for it (per_layer=) or add it to ignore=")

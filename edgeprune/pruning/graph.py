@@ -13,7 +13,6 @@ import dataclasses
 import math
 from typing import Callable
 
-import torch
 from torch import nn
 
 from edgeprune.errors import PruningError
@@ -106,12 +105,60 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
                    note: Callable[[str], None] = lambda line: None) -> list[Group]:
     """Channel groups of a CNN/MLP from Torch-Pruning's dependency graph.
 
-    A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs) and
-    no ignored or unsupported layer is part of it.
+    A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs), no ignored or
+    unsupported layer is part of it, and removing part of it leaves a model that still runs (`breaking_groups`).
     """
+    ignored = check_supported(model, ignored, strict, note)
+    groups = _tp_groups(model, example_inputs, ignored)
+    bad = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    for name, why in bad.items():
+        line = (f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: removing its channels breaks the "
+                f"forward pass ({why}); Torch-Pruning's dependency graph mis-couples it")
+        if strict:
+            raise PruningError(line, hint=f"add it to ignore=, e.g. ignore=['{name}']")
+        note(f"left unpruned: {name} ({kinds.get(name, '?')}): removing its channels breaks the forward pass ({why})")
+    return [g for g in groups if g.name not in bad]
+
+
+def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: list[str]) -> dict[str, str]:
+    """{group name: error} of the groups whose partial removal breaks the forward pass.
+
+    Why probe: Torch-Pruning's graph can mis-couple channels it traced (YOLO's C2f, whose chunk() halves feed a
+    residual add; some segmentation heads), and then the pruned model fails with a shape error. Each group loses
+    half its units (uniform slots) on a copy, in turn, and the copy runs the example inputs; a break marks that
+    group and costs a fresh copy for the rest. One dependency-graph build plus one per bad group.
+    """
+    import copy
+
+    import torch
+
+    bad, pending = {}, list(names)
+    while pending:
+        trial = copy.deepcopy(model)
+        groups = {g.name: g for g in _tp_groups(trial, example_inputs, ignored)}
+        while pending:
+            g = groups.get(pending.pop(0))
+            k = (g.n_units // 2) // g.uniform * g.uniform if g is not None else 0
+            if not k:
+                continue
+            per = g.n_units // g.uniform
+            try:
+                if g.refresh is not None:
+                    g.refresh(g)
+                g.remove(sorted(b * per + j for b in range(g.uniform) for j in range(k // g.uniform)))
+                with torch.no_grad():
+                    trial(*example_inputs)
+            except Exception as err:  # any failure of the probe is this group's
+                bad[g.name] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
+                break
+    return bad
+
+
+def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool]) -> list[Group]:
+    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules."""
     import torch_pruning as tp
 
-    ignored = check_supported(model, ignored, strict, note)
     names = names_of(model)
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(example_inputs), verbose=False,

@@ -17,7 +17,14 @@ from edgeprune.errors import PruningError
 from edgeprune.pruning.graph import Consumer, Group, Producer
 from edgeprune.weights import is_hf_conv1d
 
-_HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head")
+_HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head", "n_heads")
+# (query, key, value, output) attribute names of one attention module, by family:
+#   ViT/LLaMA/Swin/SegFormer: o_proj; OPT/GPT-Neo/Whisper/Wav2Vec2/DETR: out_proj; DistilBERT: *_lin; Phi: dense
+_QKVO = (("q_proj", "k_proj", "v_proj", "o_proj"), ("q_proj", "k_proj", "v_proj", "out_proj"),
+         ("q_lin", "k_lin", "v_lin", "out_lin"), ("q_proj", "k_proj", "v_proj", "dense"))
+# (up, down) FFN pairs inside one block (ALBERT's layer holds ffn/ffn_output itself; Wav2Vec2's feed_forward)
+_FFN = (("intermediate.dense", "output.dense"), ("fc1", "fc2"), ("c_fc", "c_proj"), ("lin1", "lin2"),
+        ("intermediate_dense", "output_dense"), ("ffn", "ffn_output"), ("dense_h_to_4h", "dense_4h_to_h"))
 
 
 
@@ -83,11 +90,21 @@ def _head_group(model, name, attn, producers, o_name, o_mod, d, heads, out_slice
         for attr in ("all_head_size", "split_size"):
             if isinstance(getattr(attn, attr, None), int):
                 setattr(attn, attr, kept * d)
+        _head_tables(attn, _keep(n_now, idxs), n_now)
 
     attn._ep_heads = heads
     units = [[h * d + c for c in range(d)] for h in range(heads)]
     prods = [Producer(pn, pm, [[off + c for off in offs for c in u] for u in units]) for pn, pm, offs in producers]
     return Group(_join(name, "heads"), "heads", heads, d, [Consumer(o_name, o_mod, units)], prods, remove)
+
+
+def _head_tables(attn: nn.Module, keep: torch.Tensor, n_now: int) -> None:
+    """Per-head parameters beside Q/K/V/O: Swin's relative_position_bias_table ((2w-1)^2, heads) loses the same heads
+    along its last dim (its forward reshapes with -1, so nothing else changes)."""
+    for mod in attn.modules():
+        for pname, param in list(mod.named_parameters(recurse=False)):
+            if "relative_position" in pname and param.dim() >= 1 and param.shape[-1] == n_now:
+                setattr(mod, pname, nn.Parameter(param.data[..., keep].clone()))
 
 
 def _gqa_group(name: str, attn, heads: int) -> Group:
@@ -120,7 +137,9 @@ def _gqa_group(name: str, attn, heads: int) -> Group:
                  remove)
 
 
-def _ffn_group(name, ups, down_name, down) -> Group:
+def _ffn_group(name, ups, down_name, down, mids=()) -> Group:
+    """mids: depthwise convs on the hidden channels between up and down (SegFormer's Mix-FFN): they lose the same
+    channels, weights and groups alike."""
     n = _out_features(ups[0][1])
 
     def remove(idxs, ups=ups, down=down):
@@ -128,6 +147,12 @@ def _ffn_group(name, ups, down_name, down) -> Group:
         for _, mod in ups:
             keep_outputs(mod, keep)
         keep_inputs(down, keep)
+        for conv in mids:
+            with torch.no_grad():
+                conv.weight = nn.Parameter(conv.weight.data[keep].clone())
+                if conv.bias is not None:
+                    conv.bias = nn.Parameter(conv.bias.data[keep].clone())
+            conv.in_channels = conv.out_channels = conv.groups = len(keep)
 
     units = [[j] for j in range(n)]
     return Group(_join(name, "ffn"), "ffn", n, 1, [Consumer(down_name, down, units)],
@@ -161,30 +186,12 @@ def transformer_groups(model: nn.Module, kinds: tuple[str, ...], ignored, strict
 
 def _attention(model, name, mod) -> Group | None:
     lin = (nn.Linear,)
-    if all(isinstance(getattr(mod, a, None), lin) for a in ("query", "key", "value")):       # BERT self-attention
-        heads = getattr(mod, "num_attention_heads", None)
-        parent = name.rsplit(".", 1)[0] if "." in name else ""
-        o_name = _join(parent, "output.dense")
-        o_mod = _sub(model, o_name)
-        if not isinstance(heads, int) or not isinstance(o_mod, nn.Linear):
-            raise PruningError(f"attention '{name}' has no num_attention_heads or no output.dense beside it",
-                               hint=f"add ignore=['{name}'] or use unit='ffn'")
-        d = mod.query.out_features // heads
-        prods = [(_join(name, a), getattr(mod, a), [0]) for a in ("query", "key", "value")]
-        return _head_group(model, name, mod, prods, o_name, o_mod, d, heads)
-    if all(isinstance(getattr(mod, a, None), lin) for a in ("q_proj", "k_proj", "v_proj", "o_proj")):  # ViT, LLaMA
-        heads = next((getattr(mod, a) for a in _HEAD_COUNT_ATTRS if isinstance(getattr(mod, a, None), int)), None)
-        if heads is None and getattr(mod, "config", None) is not None:
-            heads = getattr(mod.config, "num_attention_heads", None)
-        if not isinstance(heads, int):
-            raise PruningError(f"attention '{name}': head count unknown", hint=f"add ignore=['{name}'] or use unit='ffn'")
-        if mod.k_proj.out_features != mod.q_proj.out_features:
-            return _gqa_group(name, mod, heads)
-        if not hasattr(mod, "num_attention_heads") and not hasattr(mod, "num_heads"):
-            mod.num_attention_heads = heads
-        d = mod.q_proj.out_features // heads
-        prods = [(_join(name, a), getattr(mod, a), [0]) for a in ("q_proj", "k_proj", "v_proj")]
-        return _head_group(model, name, mod, prods, _join(name, "o_proj"), mod.o_proj, d, heads)
+    for qkv in (("query", "key", "value"), ("query_proj", "key_proj", "value_proj")):  # BERT / DeBERTa / ALBERT
+        if all(isinstance(getattr(mod, a, None), lin) for a in qkv):
+            return _bert_attention(model, name, mod, qkv)
+    for names in _QKVO:                                                                  # ViT, LLaMA, OPT, ...
+        if all(isinstance(getattr(mod, a, None), lin) for a in names):
+            return _qkvo_attention(name, mod, names)
     if is_hf_conv1d(getattr(mod, "c_attn", None)) and is_hf_conv1d(getattr(mod, "c_proj", None)):     # GPT-2
         if getattr(mod, "is_cross_attention", False):
             raise PruningError(f"cross-attention '{name}' is not supported", hint=f"add ignore=['{name}']")
@@ -195,6 +202,41 @@ def _attention(model, name, mod) -> Group | None:
         _fix_fused_offsets(group, mod, d)
         return group
     return None
+
+
+def _bert_attention(model, name, mod, qkv) -> Group:
+    """Q/K/V in the self-attention module, the output projection beside it (output.dense) or in it (ALBERT's dense)."""
+    heads = getattr(mod, "num_attention_heads", None)
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    o_name = _join(parent, "output.dense")
+    o_mod = _sub(model, o_name)
+    if not isinstance(o_mod, nn.Linear) and isinstance(getattr(mod, "dense", None), nn.Linear):
+        o_name, o_mod = _join(name, "dense"), mod.dense
+    if not isinstance(heads, int) or not isinstance(o_mod, nn.Linear):
+        raise PruningError(f"attention '{name}' has no num_attention_heads or no output.dense beside it",
+                           hint=f"add ignore=['{name}'] or use unit='ffn'")
+    d = getattr(mod, qkv[0]).out_features // heads
+    prods = [(_join(name, a), getattr(mod, a), [0]) for a in qkv]
+    return _head_group(model, name, mod, prods, o_name, o_mod, d, heads)
+
+
+def _qkvo_attention(name, mod, names) -> Group:
+    q, k, v, o = (getattr(mod, a) for a in names)
+    heads = next((getattr(mod, a) for a in _HEAD_COUNT_ATTRS if isinstance(getattr(mod, a, None), int)), None)
+    if heads is None and getattr(mod, "config", None) is not None:
+        heads = getattr(mod.config, "num_attention_heads", None)
+    if not isinstance(heads, int):
+        raise PruningError(f"attention '{name}': head count unknown", hint=f"add ignore=['{name}'] or use unit='ffn'")
+    if k.out_features != q.out_features:
+        if names[3] != "o_proj":
+            raise PruningError(f"attention '{name}': grouped K/V with a '{names[3]}' output is not recognised",
+                               hint=f"add ignore=['{name}'] or use unit='ffn'")
+        return _gqa_group(name, mod, heads)
+    if not any(hasattr(mod, a) for a in _HEAD_COUNT_ATTRS):
+        mod.num_attention_heads = heads
+    d = q.out_features // heads
+    prods = [(_join(name, a), getattr(mod, a), [0]) for a in names[:3]]
+    return _head_group(None, name, mod, prods, _join(name, names[3]), o, d, heads)
 
 
 def _fix_fused_offsets(group: Group, attn, d: int) -> None:
@@ -215,12 +257,13 @@ def _fix_fused_offsets(group: Group, attn, d: int) -> None:
 
 
 def _ffn(model, name, mod) -> Group | None:
-    pairs = (("intermediate.dense", "output.dense"), ("fc1", "fc2"), ("c_fc", "c_proj"))
-    for up_attr, down_attr in pairs:
+    for up_attr, down_attr in _FFN:
         up, down = _sub(mod, up_attr), _sub(mod, down_attr)
         ok = (isinstance(up, nn.Linear) and isinstance(down, nn.Linear)) or (is_hf_conv1d(up) and is_hf_conv1d(down))
         if ok and _out_features(up) == (down.nx if is_hf_conv1d(down) else down.in_features):
-            return _ffn_group(name, [(_join(name, up_attr), up)], _join(name, down_attr), down)
+            n = _out_features(up)
+            mids = [m for m in mod.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels == n]
+            return _ffn_group(name, [(_join(name, up_attr), up)], _join(name, down_attr), down, mids)
     if all(isinstance(getattr(mod, a, None), nn.Linear) for a in ("gate_proj", "up_proj", "down_proj")):
         ups = [(_join(name, a), getattr(mod, a)) for a in ("gate_proj", "up_proj")]
         return _ffn_group(name, ups, _join(name, "down_proj"), mod.down_proj)
