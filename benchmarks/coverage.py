@@ -84,7 +84,7 @@ def timed(paths: dict[str, Path], inputs, names, runtime: str, rounds: int) -> d
     res = benchmark_sessions(sessions, batch=1, warmup=5, iters=None, seconds=0.25, rounds=rounds)
     s = compare(res)[0]
     return {"dense_ms": res[0].stats.p50, "pruned_ms": res[1].stats.p50,
-            "speedup": {"median": s.median, "min": s.min, "max": s.max, "rounds": s.n}}
+            "speedup": {"median": s.median, "min": s.min, "max": s.max, "rounds": s.rounds}}
 
 
 def export_pair(dense, pruned, inputs, names, tmp: Path) -> tuple[dict[str, Path], dict]:
