@@ -1,4 +1,4 @@
-"""One fast case per family the coverage benchmark found hard: a segmentation head (HF SegFormer, whose Mix-FFN has a
+"""One fast case per family the coverage benchmark found hard, plus channel shuffle and squeeze-excitation: a segmentation head (HF SegFormer, whose Mix-FFN has a
 depthwise conv between its two Linears), a YOLO-style C2f block (chunk halves feeding a residual: Torch-Pruning
 mis-couples it, so it must be left whole and the rest pruned), and HF attention naming beyond BERT/ViT/LLaMA
 (DistilBERT *_lin, OPT out_proj, ALBERT's in-module dense). Each asserts the output shape, MACs lower and the
@@ -90,3 +90,96 @@ def test_hf_attention_naming_families_lose_half_their_heads(cls, cfg, attn, tmp_
                  if hasattr(attn(pruned.model), a))
     assert heads == 2
     _check(model, pruned, x, tmp_path)
+
+
+def _shuffle(x, g):
+    b, c, h, w = x.shape
+    return x.view(b, g, c // g, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet unit: grouped 1x1 -> channel shuffle -> depthwise 3x3 -> grouped 1x1, plus the residual."""
+
+    def __init__(self, c=32, g=4):
+        super().__init__()
+        self.g = g
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.gc1 = nn.Conv2d(c, c, 1, groups=g)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.gc2 = nn.Conv2d(c, c, 1, groups=g)
+        self.head = nn.Conv2d(c, 5, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = self.gc2(self.dw(_shuffle(torch.relu(self.gc1(x)), self.g)))
+        return self.head(torch.relu(x + y))
+
+
+def test_channel_shuffle_group_is_not_silently_rewired_and_the_residual_group_prunes(tmp_path):
+    # Torch-Pruning couples gc1's output channel j with dw's channel j across the shuffle; pruning that group would
+    # run and export but wire the model differently from dense (max diff ~0.09 against masking those channels)
+    torch.manual_seed(0)
+    model, x = ShuffleUnit().eval(), (torch.randn(2, 3, 16, 16),)
+    lines = []
+    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5), progress=lines.append)
+    left = [ln for ln in lines if ln.startswith("left unpruned")]
+    assert len(left) == 1 and "channel shuffle" in left[0] and "dw (Conv2d)" in left[0], lines
+    assert pruned.gc1.out_channels == pruned.dw.out_channels == 32      # the shuffled group keeps its width
+    assert pruned.stem.out_channels == pruned.gc2.out_channels == 16    # the residual group is pruned
+    assert pruned.gc2.groups == pruned.gc1.groups == 4
+    _check(model, pruned, x, tmp_path)
+    with pytest.raises(PruningError, match="channel shuffle"):
+        ep.prune(model, x, StructuredConfig(ratio=0.5, strict=True))
+
+
+class TokenMLP(nn.Module):
+    """conv patches -> flatten(2).transpose(1, 2) -> residual MLP: a transpose that keeps channel j at index j."""
+
+    def __init__(self):
+        super().__init__()
+        self.pe, self.fc1, self.fc2, self.head = nn.Conv2d(3, 32, 4, 4), nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 5)
+
+    def forward(self, x):
+        t = self.pe(x).flatten(2).transpose(1, 2)
+        t = t + self.fc2(torch.relu(self.fc1(t)))
+        return self.head(t.mean(1))
+
+
+def test_a_transpose_that_keeps_channel_order_is_checked_and_pruned(tmp_path):
+    from edgeprune.pruning.graph import channel_groups
+
+    torch.manual_seed(0)
+    model, x = TokenMLP().eval(), (torch.randn(2, 3, 16, 16),)
+    groups = channel_groups(model, x, lambda n: False)
+    assert any(g.reorders for g in groups)                               # the semantic check ran on it
+    lines = []
+    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5, unit="channels"), progress=lines.append)
+    assert not [ln for ln in lines if ln.startswith("left unpruned")], lines
+    assert pruned.pe.out_channels == pruned.fc2.out_features == 16
+    _check(model, pruned, x, tmp_path)
+
+
+class SEBlock(nn.Module):
+    """MBConv with squeeze-excitation: the gate's channels multiply the depthwise output channel by channel."""
+
+    def __init__(self, c=32):
+        super().__init__()
+        self.stem, self.exp = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, 4 * c, 1)
+        self.dw = nn.Conv2d(4 * c, 4 * c, 3, padding=1, groups=4 * c)
+        self.se_r, self.se_e = nn.Conv2d(4 * c, c // 4, 1), nn.Conv2d(c // 4, 4 * c, 1)
+        self.proj, self.head = nn.Conv2d(4 * c, c, 1), nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        h = torch.relu(self.dw(torch.relu(self.exp(x))))
+        s = torch.sigmoid(self.se_e(torch.relu(self.se_r(h.mean((2, 3), keepdim=True)))))
+        return self.head((x + self.proj(h * s)).mean((2, 3)))
+
+
+def test_squeeze_excitation_gate_prunes_with_the_channels_it_scales(tmp_path):
+    torch.manual_seed(0)
+    model, x = SEBlock().eval(), (torch.randn(2, 3, 16, 16),)
+    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5))
+    assert pruned.exp.out_channels == pruned.dw.out_channels == pruned.se_e.out_channels == pruned.proj.in_channels == 64
+    assert pruned.se_r.out_channels == 4 and pruned.stem.out_channels == 16
+    _check(model, pruned, x, tmp_path, macs_below=0.5)

@@ -16,7 +16,7 @@ from typing import Callable
 from torch import nn
 
 from edgeprune.errors import PruningError
-from edgeprune.pruning import transposed
+from edgeprune.pruning import rewire, transposed
 
 # Layer types whose channels Torch-Pruning removes correctly (transposed convs: with transposed.py's pruner when
 # grouped) and that we can score/compensate.
@@ -55,6 +55,7 @@ class Group:
     remove: Callable[[list[int]], None]  # physically delete these unit indices (shapes shrink)
     uniform: int = 1               # grouped conv: remove the same local slots in each of `uniform` blocks
     refresh: Callable[["Group"], None] | None = None  # re-read consumers/producers before this group is pruned
+    reorders: bool = False         # passes a transpose/permute Torch-Pruning takes for element-wise (rewire.py)
 
 
 def names_of(model: nn.Module) -> dict[nn.Module, str]:
@@ -106,18 +107,22 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     """Channel groups of a CNN/MLP from Torch-Pruning's dependency graph.
 
     A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs), no ignored or
-    unsupported layer is part of it, and removing part of it leaves a model that still runs (`breaking_groups`).
+    unsupported layer is part of it, removing part of it leaves a model that still runs (`breaking_groups`), and
+    a group passing a channel permutation is wired as the dense model is (`rewire.rewired_groups`).
     """
     ignored = check_supported(model, ignored, strict, note)
     groups = _tp_groups(model, example_inputs, ignored)
-    bad = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
+    breaking = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
+    bad = {name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()}
+    bad.update(rewire.rewired_groups(model, example_inputs, [g for g in groups if g.name not in bad],
+                                     lambda m: _tp_groups(m, example_inputs, ignored)))
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
     for name, why in bad.items():
-        line = (f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: removing its channels breaks the "
-                f"forward pass ({why}); Torch-Pruning's dependency graph mis-couples it")
         if strict:
-            raise PruningError(line, hint=f"add it to ignore=, e.g. ignore=['{name}']")
-        note(f"left unpruned: {name} ({kinds.get(name, '?')}): removing its channels breaks the forward pass ({why})")
+            raise PruningError(f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: {why}; "
+                               "Torch-Pruning's dependency graph mis-couples it",
+                               hint=f"add it to ignore=, e.g. ignore=['{name}']")
+        note(f"left unpruned: {name} ({kinds.get(name, '?')}): {why}")
     return [g for g in groups if g.name not in bad]
 
 
@@ -183,7 +188,8 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
             group.consumers, group.producers, _, _ = _parts(dg, dg.get_pruning_group(root, handler, list(range(n))),
                                                             names_of(model), ignored)
 
-        groups.append(Group(names[root], "channels", n, 1, consumers, producers, remove, uniform, refresh))
+        groups.append(Group(names[root], "channels", n, 1, consumers, producers, remove, uniform, refresh,
+                            rewire.reorders(tp_group)))
     return groups
 
 
