@@ -294,16 +294,40 @@ def _load_pt2(path: Path, shapes: list[InputSpec]) -> LoadedModel:
 
 
 def _load_hf(folder: Path, shapes: list[InputSpec], seq_len: int, batch: int, source: str) -> LoadedModel:
-    import json
-
+    """A Hugging Face folder as it comes: the class its config names (`architectures[0]`, so a *ForCausalLM,
+    *ForSequenceClassification, *ForImageClassification or *ForSemanticSegmentation keeps its head), else the
+    base model; a folder with config.json and no weights is built from the config with random weights."""
     try:
         import transformers
-        from transformers import AutoModel
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     except ImportError as err:
         raise ModelLoadError("Hugging Face folders need transformers", hint="pip install 'edgeprune[hf]'") from err
+    config = _hf_config_dict(folder)
+    archs = config.get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs and isinstance(archs[0], str) else None
+    cls = cls if isinstance(cls, type) and hasattr(cls, "from_pretrained") else transformers.AutoModel
+    try:
+        if any((folder / f).is_file() for f in HF_WEIGHTS):
+            model = cls.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+        else:  # structure only: built from config.json, random weights
+            hf_config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            hf_config._attn_implementation = "eager"
+            model = (cls.from_config(hf_config) if cls is transformers.AutoModel else cls(hf_config))
+    except Exception as err:
+        raise ModelLoadError(f"loading the Hugging Face model in {folder} failed: {type(err).__name__}: {err}") from err
+    names, example = _hf_example(model, config, shapes, seq_len, batch)
+    wrapper = HFModelWrapper(model.eval(), names).eval()
+    return LoadedModel(source, "hf", wrapper, example, names, config=config)
+
+
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _hf_config_dict(folder: Path) -> dict:
+    import json
+
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
@@ -311,20 +335,38 @@ def _load_hf(folder: Path, shapes: list[InputSpec], seq_len: int, batch: int, so
                              hint="restore the folder's config.json (save_pretrained writes it)") from err
     if not isinstance(config, dict):
         raise ModelLoadError(f"{folder / 'config.json'} must hold a JSON object", hint="restore the folder's config.json")
-    try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
-    except Exception as err:
-        raise ModelLoadError(f"loading the Hugging Face model in {folder} failed: {type(err).__name__}: {err}") from err
-    names = ["input_ids", "attention_mask"]
-    if config.get("type_vocab_size", 0) > 0 and "token_type_ids" in _forward_names(model):
-        names.append("token_type_ids")
-    if shapes:
-        names = [s.name or n for s, n in zip(shapes, names)]
-        example = tuple(InputSpec(n, s.shape, s.dtype).make(i) for i, (s, n) in enumerate(zip(shapes, names)))
+    return config
+
+
+def _hf_example(model, config: dict, shapes: list[InputSpec], seq_len: int, batch: int):
+    """(input names, example inputs) from the model's main input: token ids (+ mask, token types), images
+    (batch, channels, size, size) from the config, or raw audio (batch, 16000); --input-shape overrides."""
+    main = getattr(model, "main_input_name", "input_ids")
+    if main == "pixel_values":
+        size = config.get("image_size", 224)
+        size = size if isinstance(size, int) else int(size[0])
+        names, default = ["pixel_values"], [InputSpec("pixel_values", (batch, config.get("num_channels", 3), size, size),
+                                                      "float32")]
+    elif main == "input_values":
+        names, default = ["input_values"], [InputSpec("input_values", (batch, 16000), "float32")]
+    elif main == "input_ids":
+        names = ["input_ids", "attention_mask"]
+        if config.get("type_vocab_size", 0) > 0 and "token_type_ids" in _forward_names(model):
+            names.append("token_type_ids")
+        default = [InputSpec(n, (batch, seq_len), "int64") for n in names]
+    elif not shapes:
+        raise ModelLoadError(f"no default inputs for a model whose main input is '{main}'",
+                             hint=f"pass --input-shape, e.g. {main}=1x80x3000")
     else:
-        example = tuple(InputSpec(n, (batch, seq_len), "int64").make(i) for i, n in enumerate(names))
-    wrapper = HFModelWrapper(model.eval(), names).eval()
-    return LoadedModel(source, "hf", wrapper, example, names, config=config)
+        names, default = [main], []
+    if shapes:
+        names = [s.name or n for s, n in zip(shapes, names + [f"input_{i}" for i in range(len(shapes))])]
+        return names, tuple(InputSpec(n, s.shape, s.dtype).make(i) for i, (s, n) in enumerate(zip(shapes, names)))
+    vocab = config.get("vocab_size")
+    made = [spec.make(i) for i, spec in enumerate(default)]
+    if names[0] == "input_ids" and isinstance(vocab, int) and vocab > 0:
+        made[0] = made[0] % vocab  # the default ids (1000-2000) fold into a small vocabulary's rows
+    return names, tuple(made)
 
 
 def tokenizer_source(model: Any) -> Path | None:
