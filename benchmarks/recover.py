@@ -247,9 +247,10 @@ def markdown(rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def _earlier_rows(name: str, cells: str, peer: bool) -> list[dict]:
+def _earlier_rows(name: str, cells: str, peer: bool, precision: str = "fp32") -> list[dict]:
     """Rows of an earlier results file, less those of the cells about to be run again (each row keeps its own date).
-    Without --peer a cell's peer rows are kept: a re-run of ours alone must not erase the comparison."""
+    Without --peer a cell's peer rows are kept: a re-run of ours alone must not erase the comparison. A cell is
+    (model, runtime, asked, precision): a --precision auto run keeps the FP32 rows of the same cell."""
     import json
 
     path = zoo.RESULTS / f"{name}.json"
@@ -259,7 +260,10 @@ def _earlier_rows(name: str, cells: str, peer: bool) -> list[dict]:
     again = {(model_of[k], rt, float(t)) for k, rt, t in (c.split(":") for c in cells.split(","))}
     def replaced(r) -> bool:
         labelled = " (" in r["model"]  # the peer's rows, ours re-timed beside it, a labelled re-run
-        return (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) in again and (peer or not labelled)
+        if r.get("precision", "fp32") != precision:
+            return False
+        return (r["model"].split(" (")[0], r["runtime"], float(r["requested"])) in again and (peer or not labelled or
+                                                                                           precision != "fp32")
 
     return [r for r in json.loads(path.read_text())["rows"] if not replaced(r)]
 
@@ -275,12 +279,13 @@ def main(argv=None):
     ap.add_argument("--append", action="store_true", help="keep the rows of results/NAME.json for cells not run now")
     args = ap.parse_args(argv)
     setups = {"minilm": minilm_setup, "effnet": effnet_setup}
-    cache, rows = {}, (_earlier_rows(args.name, args.cells, args.peer) if args.append else [])
+    cache, rows = {}, (_earlier_rows(args.name, args.cells, args.peer, args.precision) if args.append else [])
     for cell in args.cells.split(","):
         key, runtime, target = cell.split(":")
         cache.setdefault(key, setups[key]())
         print(f"[recover] {cell}", flush=True)
         new, res = run_cell(cache[key], runtime, float(target), args.minutes, args.precision)
+        new = [dict(r, precision=args.precision) for r in new]
         rows += new
         if args.peer:
             rows += run_peer(cache[key], res, args.minutes, float(target))

@@ -228,3 +228,26 @@ def test_importance_and_sparsity_method_are_registries_without_fallback():
     assert set(IMPORTANCE) == {"numerical", "wanda", "magnitude", "l2", "l1", "taylor", "random"}
     assert set(SPARSITY_METHODS) == {"magnitude", "wanda", "sparsegpt"}
     assert IMPORTANCE["numerical"].needs_stats and not IMPORTANCE["l1"].needs_stats
+
+
+def test_compensation_ridge_keeps_a_channel_that_calibration_barely_exercises():
+    """A kept input that is nearly constant on the calibration set must keep its weight: a ridge toward zero (the
+    old refit) erased it, which fits the calibration rows and breaks every input where that channel moves."""
+    from edgeprune.pruning.compensate import refit_block
+    from edgeprune.pruning.stats import BlockStats
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 4, generator=g, dtype=torch.float64)
+    x[:, 2] = 0.01 * x[:, 2]                              # column 2 barely varies on calibration data
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.5, 2.0, 0.3], [-1.0, 0.2, 1.5, 0.1], [0.4, -0.7, -2.0, 0.2]]))
+    w_before = lin.weight.detach().clone()
+    st = BlockStats(out=slice(None), ch=slice(0, 4), per_ch=1, G=x.t() @ x, s=x.sum(0), n=512)
+    refit_block(lin, st, torch.tensor([3]), damp=1e-2)
+    assert torch.allclose(lin.weight[:, 2], w_before[:, 2], atol=0.05), lin.weight[:, 2]   # toward zero: ~0.4x
+    assert float(lin.weight[:, 3].abs().max()) == 0.0
+    fresh = torch.randn(256, 4, generator=g, dtype=torch.float64).float()   # column 2 moves here
+    want = fresh[:, :3] @ w_before[:, :3].t()
+    got = lin(torch.cat([fresh[:, :3], torch.zeros(256, 1)], 1)) - lin.bias
+    assert float((got - want).abs().max()) < 0.1
