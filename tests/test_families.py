@@ -183,3 +183,25 @@ def test_squeeze_excitation_gate_prunes_with_the_channels_it_scales(tmp_path):
     assert pruned.exp.out_channels == pruned.dw.out_channels == pruned.se_e.out_channels == pruned.proj.in_channels == 64
     assert pruned.se_r.out_channels == 4 and pruned.stem.out_channels == 16
     _check(model, pruned, x, tmp_path, macs_below=0.5)
+
+
+class ChunkNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b1, self.b2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.h = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        u, v = torch.relu(self.a(x)).chunk(2, 1)
+        return self.h(torch.cat([torch.relu(self.b1(u)), torch.relu(self.b2(v))], 1))
+
+
+def test_a_chunked_producer_is_said_to_be_left_whole_and_each_chunk_reader_is_pruned(tmp_path):
+    torch.manual_seed(0)
+    model, x = ChunkNet().eval(), (torch.randn(1, 3, 16, 16),)
+    lines = []
+    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5), progress=lines.append)
+    left = [ln for ln in lines if ln.startswith("left unpruned")]
+    assert left == [ln for ln in left if "a (Conv2d)" in ln and "split (chunk/split)" in ln] and len(left) == 1, lines
+    assert pruned.a.out_channels == 32 and pruned.b1.out_channels == pruned.b2.out_channels == 8
+    _check(model, pruned, x, tmp_path)

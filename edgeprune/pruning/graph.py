@@ -111,12 +111,16 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     a group passing a channel permutation is wired as the dense model is (`rewire.rewired_groups`).
     """
     ignored = check_supported(model, ignored, strict, note)
-    groups = _tp_groups(model, example_inputs, ignored)
+    split: list[str] = []
+    groups = _tp_groups(model, example_inputs, ignored, split)
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    for name in split:  # not an error even with strict: the readers of each chunk are still pruned
+        note(f"left unpruned: {name} ({kinds.get(name, '?')}): its channels are split (chunk/split) between consumers, "
+             "and Torch-Pruning's group does not say which consumer reads which channel")
     breaking = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
     bad = {name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()}
     bad.update(rewire.rewired_groups(model, example_inputs, [g for g in groups if g.name not in bad],
                                      lambda m: _tp_groups(m, example_inputs, ignored)))
-    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
     for name, why in bad.items():
         if strict:
             raise PruningError(f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: {why}; "
@@ -160,8 +164,11 @@ def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: lis
     return bad
 
 
-def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool]) -> list[Group]:
-    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules."""
+def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool],
+               split: list[str] | None = None) -> list[Group]:
+    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects the roots of groups
+    dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6 gives each chunk's
+    reader local indices only, not which of the root's channels they are, so no consumer can be scored."""
     import torch_pruning as tp
 
     names = names_of(model)
@@ -177,6 +184,8 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
         root, handler = root_dep.target.module, root_dep.handler
         n = len(tp_group[0].idxs)
         consumers, producers, uniform, skip = _parts(dg, tp_group, names, ignored)
+        if not skip and not consumers and split is not None and _read_in_parts(dg, tp_group, n):
+            split.append(names[root])
         if skip or not consumers or n % uniform:
             continue
 
@@ -191,6 +200,12 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
         groups.append(Group(names[root], "channels", n, 1, consumers, producers, remove, uniform, refresh,
                             rewire.reorders(tp_group)))
     return groups
+
+
+def _read_in_parts(dg, tp_group, n: int) -> bool:
+    """True when a Conv/Linear reads only part of the group's units (its channels were split or chunked)."""
+    return any(isinstance(item.dep.target.module, WEIGHTED) and dg.is_in_channel_pruning_fn(item.dep.handler)
+               and len(item.idxs) % n for item in tp_group.items)
 
 
 def _parts(dg, tp_group, names, ignored):
