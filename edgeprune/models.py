@@ -37,8 +37,9 @@ class InputSpec:
     shape: tuple[int, ...]
     dtype: str = "float32"
 
-    def make(self, seed: int = 0) -> torch.Tensor:
-        """A deterministic example tensor: normal floats, ones for masks, small ids for other ints."""
+    def make(self, seed: int = 0, vocab: int | None = None) -> torch.Tensor:
+        """A deterministic example tensor: normal floats, ones for masks, small ids for other ints (folded into
+        `vocab` rows when given: the ids 1000-2000 overrun a small vocabulary)."""
         g = torch.Generator().manual_seed(seed)
         dtype = _DTYPES[self.dtype]
         if dtype.is_floating_point:
@@ -47,7 +48,8 @@ class InputSpec:
             return torch.ones(self.shape, dtype=dtype)
         if self.name and "type" in self.name:
             return torch.zeros(self.shape, dtype=dtype)
-        return torch.randint(1000, 2000, self.shape, generator=g, dtype=dtype)
+        ids = torch.randint(1000, 2000, self.shape, generator=g, dtype=dtype)
+        return ids % vocab if vocab else ids
 
 
 def module_and_inputs(model: Any, example_inputs: Any, verb: str, error: type[ConfigError] = ConfigError):
@@ -361,12 +363,10 @@ def _hf_example(model, config: dict, shapes: list[InputSpec], seq_len: int, batc
         names, default = [main], []
     if shapes:
         names = [s.name or n for s, n in zip(shapes, names + [f"input_{i}" for i in range(len(shapes))])]
-        return names, tuple(InputSpec(n, s.shape, s.dtype).make(i) for i, (s, n) in enumerate(zip(shapes, names)))
+        default = [InputSpec(n, s.shape, s.dtype) for s, n in zip(shapes, names)]
     vocab = config.get("vocab_size")
-    made = [spec.make(i) for i, spec in enumerate(default)]
-    if names[0] == "input_ids" and isinstance(vocab, int) and vocab > 0:
-        made[0] = made[0] % vocab  # the default ids (1000-2000) fold into a small vocabulary's rows
-    return names, tuple(made)
+    vocab = vocab if isinstance(vocab, int) and vocab > 0 else None
+    return names, tuple(spec.make(i, vocab if spec.name == "input_ids" else None) for i, spec in enumerate(default))
 
 
 def tokenizer_source(model: Any) -> Path | None:

@@ -56,3 +56,13 @@ def test_config_only_folder_is_built_from_the_config(tmp_path):
     assert ids.shape == (1, 8) and int(ids.max()) < 300   # default ids fold into the small vocabulary
     with torch.no_grad():
         assert loaded.module(*loaded.example_inputs).shape == (1, 8, 300)
+
+
+def test_given_input_shapes_fold_ids_into_a_small_vocabulary_too(tmp_path):
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                  vocab_size=300, max_position_embeddings=64, architectures=["BertModel"])
+    (tmp_path / "cfg").mkdir()
+    cfg.save_pretrained(tmp_path / "cfg")
+    loaded = load_model(tmp_path / "cfg", ["input_ids=2x12:int64", "attention_mask=2x12:int64"])
+    assert loaded.example_inputs[0].shape == (2, 12) and int(loaded.example_inputs[0].max()) < 300
+    assert int(loaded.example_inputs[1].min()) == 1                        # a mask stays all ones

@@ -57,6 +57,11 @@ class Group:
     refresh: Callable[["Group"], None] | None = None  # re-read consumers/producers before this group is pruned
     reorders: bool = False         # passes a transpose/permute Torch-Pruning takes for element-wise (rewire.py)
 
+    def half_units(self) -> list[int]:
+        """Half the units, the same local slots in each of `uniform` blocks: what the probes remove on a copy."""
+        per = self.n_units // self.uniform
+        return [b * per + j for b in range(self.uniform) for j in range(per // 2)]
+
 
 def names_of(model: nn.Module) -> dict[nn.Module, str]:
     return {m: n for n, m in model.named_modules()}
@@ -148,14 +153,13 @@ def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: lis
         groups = {g.name: g for g in _tp_groups(trial, example_inputs, ignored)}
         while pending:
             g = groups.get(pending.pop(0))
-            k = (g.n_units // 2) // g.uniform * g.uniform if g is not None else 0
-            if not k:
+            units = g.half_units() if g is not None else []
+            if not units:
                 continue
-            per = g.n_units // g.uniform
             try:
                 if g.refresh is not None:
                     g.refresh(g)
-                g.remove(sorted(b * per + j for b in range(g.uniform) for j in range(k // g.uniform)))
+                g.remove(units)
                 with torch.no_grad():
                     trial(*example_inputs)
             except Exception as err:  # any failure of the probe is this group's

@@ -33,13 +33,6 @@ def reorders(tp_group) -> bool:
     return any(any(k in str(item.dep.target.name) for k in REORDERING) for item in items)
 
 
-def _removed(group) -> list[int]:
-    """Half the units, the same local slots in each of `uniform` blocks (the breaking-group probe's choice)."""
-    per = group.n_units // group.uniform
-    k = per // 2
-    return [b * per + j for b in range(group.uniform) for j in range(k)]
-
-
 def _masked_outputs(model: nn.Module, example_inputs: tuple, group, units: list[int]) -> list[torch.Tensor]:
     """Dense outputs with the removed units zeroed where each consumer reads them (channel dim 1 of a conv's
     input, the last dim of a Linear's)."""
@@ -65,14 +58,14 @@ def rewired_groups(model: nn.Module, example_inputs: tuple, groups: list, build:
                    atol: float = 1e-4) -> dict[str, str]:
     """{group name: reason} of the groups (among those marked `reorders`) whose removal rewires channels.
 
-    `build(model)` returns the groups of a model (bound to its modules). Two forwards and two copies per suspect
-    group; groups without a reordering op cost nothing.
+    `build(model)` returns the groups of a model (bound to its modules). Per suspect group: one copy of the model,
+    one dependency-graph build on it and two forwards; groups without a reordering op cost nothing.
     """
     bad = {}
     for g in groups:
-        if not g.reorders or g.n_units // g.uniform < 2:
+        units = g.half_units() if g.reorders else []
+        if not units:
             continue
-        units = _removed(g)
         want = _masked_outputs(model, example_inputs, g, units)
         trial = copy.deepcopy(model)
         tg = next(t for t in build(trial) if t.name == g.name)
