@@ -135,7 +135,7 @@ def run(setup, speedups, runtimes, tmp: Path):
             print(f"[optimize] {name} {runtime} {target}x", flush=True)
             t0 = time.time()
             config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, max_drop=100.0, rounds=ROUNDS,
-                                    iters=ITERS[name], recover=RecoverConfig(mode="off"))
+                                    iters=ITERS[name], recover=RecoverConfig(mode="off"), precision="fp32")
             res = optimize(model, example, config, calib=calib, eval_data=held, evaluate=evaluate, input_names=names,
                            model_name=name)
             wall = time.time() - t0

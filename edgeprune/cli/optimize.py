@@ -63,10 +63,16 @@ def _load_eval(spec: str | None):
     return import_factory(spec)
 
 
+def _caption(result) -> str:
+    if not result.bench:
+        return "predicted ms: latency model only (not measured)"
+    base = "predicted ms = the latency model's ratio x the dense model timed in the same rounds"
+    return base + (" / the precision's speedup measured on the dense model" if result.predicted_speedup else "")
+
+
 def _summary_table(result) -> Table:
     table = Table(title=f"edgeprune optimize: {result.plan.model} on {result.runtime} ({result.profile})",
-                  caption="predicted ms = the latency model's ratio x the dense model timed in the same rounds"
-                  if result.bench else "predicted ms: latency model only (not measured)")
+                  caption=_caption(result))
     for col in ("", "latency p50 ms", "latency p90 ms", "speedup (rounds min-max)", "predicted ms", "MACs (M)", "params (M)",
                 f"{result.metric} (held-out)"):
         table.add_column(col, justify="right")
@@ -88,7 +94,7 @@ def _summary_table(result) -> Table:
 @click.argument("model", required=False, default="minilm")
 @click.option("--profile", default="host", show_default=True, help="Device profile name, 'host', or a YAML file.")
 @click.option("--runtime", help="Runtime to optimize for (default: the profile's first installed one).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", *QUANT_PRECISIONS]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(["auto", "fp32", *QUANT_PRECISIONS]), default="auto", show_default=True,
               help="auto: time the runtime's INT8/FP16 artifacts beside the dense model and stack the fastest that pays "
                    "within --max-drop with pruning (pruning is asked only for the rest of the speedup).")
 @click.option("--speedup", type=float, help=f"Target speedup over the dense model (default {DEFAULT_SPEEDUP}).")
@@ -221,6 +227,9 @@ def recovery_lines(result) -> list[str]:
     rec = result.attempts[-1].recovery if result.attempts else None
     if not rec:
         return []
+    if all(g["keep"] == g["width"] for g in result.plan.groups):
+        return ["recovery: not needed, nothing was pruned" + (" (the reduced precision alone meets the budget)"
+                                                            if result.artifact_path else "")]
     parts = [f"{s['stage']} {s['score']:.2f} ({s['seconds'] / 60:.1f} min{', ' + str(s['steps']) + ' steps' if s['steps'] else ''})"
              for s in rec["stages"]]
     return [f"recovery ({result.metric} on held-out data, dense {result.score_dense:.2f}): " + " -> ".join(parts)

@@ -36,7 +36,7 @@ class OptimizeConfig:
     runtime: str | None = None
     # auto: time the reduced precisions the target's runtime offers beside the dense model and ship the fastest
     # that pays within max_drop (optimizer/precision.py); fp32: none; int8 / fp16: that one, measured and reported
-    precision: str = "fp32"
+    precision: str = "auto"
     metric: str | None = None
     max_drop: float | None = None
     recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)

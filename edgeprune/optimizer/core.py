@@ -81,6 +81,7 @@ class OptimizeResult:
     calib_data: Any = None  # the CalibrationData compensation used: apply_plan(plan, model, inputs, calib=it) reproduces
     precision: dict[str, Any] | None = None  # PrecisionChoice.to_dict(): what ships and every candidate's evidence
     artifact_path: Path | None = None  # the reduced-precision artifact that ships (None: FP32, onnx_path)
+    predicted_speedup: float | None = None  # of a shipped reduced-precision artifact: pruning's x precision's
 
     def save(self, outdir: str | Path, *, convert: bool = True) -> Path:
         """Write the output folder atomically: plan.json, model.onnx, the model in each installed runtime's own
@@ -94,6 +95,8 @@ class OptimizeResult:
         """Of the returned attempt (see Attempt.prediction_error)."""
         if not self.optimized_ms:
             return None
+        if self.predicted_speedup and self.speedup:  # the shipped artifact's speed, as a ratio to dense
+            return self.speedup["median"] / self.predicted_speedup - 1.0
         return self.attempts[-1].prediction_error if self.attempts else self.predicted_ms / self.optimized_ms - 1.0
 
 

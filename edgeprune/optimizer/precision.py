@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import ConfigError
+from edgeprune.data import CalibrationError
 from edgeprune.quantize.offer import Candidate, candidates
 
 PAYS = 1.05  # a precision must measure at least this much faster than the dense model (median of rounds)
@@ -67,14 +68,17 @@ def wanted(target, precision: str) -> list[Candidate]:
 
 
 def build(onnx_path: Path, candidate: Candidate, runtime: str, calib, out_stem: Path) -> Path:
-    """The candidate's artifact of an FP32 ONNX file, calibrated on (up to 128 samples of) `calib`."""
+    """The candidate's artifact of an FP32 ONNX file, calibrated on (up to 128 samples of) `calib`, or on one whole
+    batch where the graph's batch is fixed and larger (a model exported at batch 256 calibrates 256 at a time)."""
     from edgeprune.backends import get_backend_class
     from edgeprune.data import onnx_input_specs
     from edgeprune.quantize.job import QuantJob, quantizer
 
     cls = get_backend_class(runtime)
     out = out_stem.with_suffix(cls.capabilities.quantized_suffix)
-    data = calib.head(min(128, len(calib))).bind(onnx_input_specs(onnx_path)) if calib is not None else None
+    specs = onnx_input_specs(onnx_path)
+    fixed = max([s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int)] + [128])
+    data = calib.head(min(fixed, len(calib))).bind(specs) if calib is not None else None
     quantizer(cls, candidate.precision)(QuantJob(onnx_path, out, data, candidate.config()))
     return out
 
@@ -166,7 +170,18 @@ def _measured(s, found: list[Candidate], forced: bool) -> PrecisionChoice:
     if not tried:
         return fp32_choice(skipped)
     s.job.say(f"precision: building and timing {', '.join(c.label for c in tried)} beside the dense model")
-    paths = [build(s.dense_onnx, c, s.runtime, s.job.calib, s.work / f"dense_{i}_{c.precision}") for i, c in enumerate(tried)]
+    paths, built = [], []
+    for i, c in enumerate(tried):
+        try:
+            paths.append(build(s.dense_onnx, c, s.runtime, s.job.calib, s.work / f"dense_{i}_{c.precision}"))
+            built.append(c)
+        except CalibrationError as e:  # e.g. a graph with a fixed batch larger than the calibration data
+            if forced:
+                raise
+            skipped.append(row(c, False, "declined", f"not built: {e}"))
+    tried = built
+    if not tried:
+        return fp32_choice(skipped)
     _, speedups = _measure_against_dense(s.dense_onnx, paths, s.runtime, s.feeds, cfg.threads, cfg.rounds, cfg.iters)
     rows = []
     for c, path, spd in zip(tried, paths, speedups):
