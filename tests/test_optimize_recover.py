@@ -18,7 +18,8 @@ from edgeprune.cli import main
 
 HERE = Path(__file__).parent
 SPEC = f"{HERE / 'models_for_cli.py'}:cnn_with_inputs"
-OFF_HOST = ["--profile", "jetson-orin-nano", "--runtime", "onnxruntime"]  # roofline latency: no timing in tests
+# roofline latency: no timing in tests; FP32: these tests are about pruning and recovery (auto would ship INT8 off-host)
+OFF_HOST = ["--profile", "jetson-orin-nano", "--runtime", "onnxruntime", "--precision", "fp32"]
 
 
 def _images(path: Path, n: int, seed: int) -> Path:
