@@ -27,6 +27,7 @@ def report_doc(result: OptimizeResult, model_name: str) -> dict[str, Any]:
         "score_dense": result.score_dense, "score": result.score, "counts": result.counts,
         "recovery": result.attempts[-1].recovery if result.attempts else None,
         "predicted_ms": result.predicted_ms, "measured_ms": result.optimized_ms, "dense_ms": result.dense_ms,
+        "speedup": result.speedup,  # of what ships (a reduced-precision artifact's, where one ships); "speedups": all
         "prediction_error": result.prediction_error,
         "layers": [{"name": g["name"], "orig_width": g["width"], "kept_width": g["keep"], "unit": g["unit"],
                     "pattern": g["pattern"], "pattern_reason": g["pattern_reason"], "time_ms": g["predicted_ms"]}
