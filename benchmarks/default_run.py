@@ -48,6 +48,10 @@ def one_run(extra: list[str]) -> dict:
             "recovery": report.get("recovery"), "wall_s": wall, "output": proc.stdout, "tail": last}
 
 
+def _command(row: dict) -> str:
+    return " ".join(["edgeprune optimize", row["args"]]).strip()
+
+
 def _markdown(rows: list[dict]) -> str:
     lines = ["# `edgeprune optimize` as the README runs it", "",
              "Each row is one fresh process (empty latency cache) of the command shown; speedup = median of the "
@@ -55,13 +59,14 @@ def _markdown(rows: list[dict]) -> str:
              "| command | shipped | speedup (min-max; 95% CI) | neighbours (held-out) | drop <= max_drop | targets | "
              "attempts | wall s | run (UTC, commit) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        atts = "; ".join(f"{a['name']}: {a['score']:.2f} ({a['note']})" for a in r["attempts"])
-        lines.append(f"| `edgeprune optimize {r['args']}`".rstrip() + f" | {r['precision']} | {r['speedup']:.2f}x "
+        atts = "; ".join(f"{a['name']}: {'-' if a['score'] is None else format(a['score'], '.2f')} ({a['note']})"
+                         for a in r["attempts"])  # score None: re-planned on its speed before it was scored
+        lines.append(f"| `{_command(r)}` | {r['precision']} | {r['speedup']:.2f}x "
                      f"({r['min']:.2f}-{r['max']:.2f}; {r['ci_low']:.2f}-{r['ci_high']:.2f}) | {r['score']:.2f} | "
                      f"{r['drop']:.2f} {'<=' if r['drop'] <= r['max_drop'] else '>'} {r['max_drop']:g} | "
                      f"{'met' if r['met'] else 'not met'} | {atts} | {r['wall_s']:.0f} | {r['date_utc'][:16]} {r['commit']} |")
     first = next((r for r in rows if not r["args"]), rows[0])
-    lines += ["", f"Output of the first `edgeprune optimize {first['args']}` run ({first['date_utc'][:16]} UTC, commit "
+    lines += ["", f"Output of the first `{_command(first)}` run ({first['date_utc'][:16]} UTC, commit "
               f"{first['commit']}):", "", "```text", first["output"].rstrip(), "```"]
     return "\n".join(lines)
 

@@ -149,3 +149,7 @@ def test_decide_prefers_the_least_drop_when_precision_alone_meets_the_budget():
     assert "less drop" in rows[0]["reason"]
     assert decide(rows, max_drop=30.0, asked=2.0) == 0  # only the fast one reaches 2x alone
     assert decide(rows, max_drop=30.0, asked=3.0) == 0  # neither: the fastest keeping half the drop budget
+    tie = [_row("dynamic", _spd(1.91, 1.87, 1.96), 13.38), _row("qdq", _spd(1.39, 1.33, 1.45), 13.32)]
+    assert decide(tie, max_drop=30.0, asked=1.3) == 0  # 0.06 apart is one score (< 5% of max_drop): the faster ships
+    near = [_row("dynamic", _spd(1.91, 1.87, 1.96), 0.38), _row("qdq", _spd(1.39, 1.33, 1.45), 0.32)]
+    assert decide(near, max_drop=1.0, asked=1.3) == 1  # with a 1-point limit, 0.06 is told apart (> 0.05)
