@@ -151,5 +151,10 @@ def test_decide_prefers_the_least_drop_when_precision_alone_meets_the_budget():
     assert decide(rows, max_drop=30.0, asked=3.0) == 0  # neither: the fastest keeping half the drop budget
     tie = [_row("dynamic", _spd(1.91, 1.87, 1.96), 13.38), _row("qdq", _spd(1.39, 1.33, 1.45), 13.32)]
     assert decide(tie, max_drop=30.0, asked=1.3) == 0  # 0.06 apart is one score (< 5% of max_drop): the faster ships
+    # reaching the ask alone is judged as an attempt is: 1.95x whose interval holds 2.0 reaches 2.0x (no pruning
+    # stacked); 1.91x with the interval 1.87-1.96 does not (1.91 < 0.97 x 2.0, and 2.0 is outside)
+    assert decide([_row("int8", _spd(1.95, 1.90, 2.05), 20.0), _row("qdq", _spd(1.2, 1.1, 1.3), 1.0)], 30.0, asked=2.0) == 0
+    rows2 = [_row("int8", _spd(1.91, 1.87, 1.96), 20.0), _row("qdq", _spd(1.2, 1.1, 1.3), 1.0)]
+    assert decide(rows2, 30.0, asked=2.0) == 1  # neither reaches 2.0x alone: the fastest keeping half the drop budget
     near = [_row("dynamic", _spd(1.91, 1.87, 1.96), 0.38), _row("qdq", _spd(1.39, 1.33, 1.45), 0.32)]
     assert decide(near, max_drop=1.0, asked=1.3) == 1  # with a 1-point limit, 0.06 is told apart (> 0.05)

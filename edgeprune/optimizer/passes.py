@@ -26,7 +26,7 @@ from edgeprune.optimizer.core import (Attempt, OptimizeResult, _anchor_fit, _bud
 from edgeprune.optimizer.job import Job
 from edgeprune.optimizer.planner import Plan, choose_pattern
 from edgeprune.optimizer.precision import PrecisionChoice, build, choose_precision, score_artifact, wanted
-from edgeprune.optimizer.run import (_best_attempt, _build_plan_or_explain, _replan_if_off, _rescale_to_now,
+from edgeprune.optimizer.run import (reaches, _best_attempt, _build_plan_or_explain, _replan_if_off, _rescale_to_now,
                                      _retime_side_by_side, _retimed_note)
 from edgeprune.optimizer.shapes import group_layers, record_shapes
 from edgeprune.targets.target import Target
@@ -232,6 +232,8 @@ def _prune_and_time(s: Search, round_i: int, keep: dict[str, int]) -> tuple[Atte
         predicted = ratio * bench[0].stats.p50
         if stacked:  # precision's share measured on these widths: pruning's budget follows it
             s.fraction = min(1.0, s.overall_fraction * stacked["median"] / spd["median"])
+            if reaches(stacked, 1.0 / s.overall_fraction):  # the shipped artifact is on budget: so are these widths
+                s.fraction = min(1.0, 1.0 / spd["median"])
     attempt = Attempt(dict(keep), predicted, measured_ms, spd, None, None, False, "", False, predicted_ratio=ratio,
                       stacked=stacked, stacked_ms=bench[2].stats.p50 if stacked else None, artifact=artifact)
     return attempt, (pruned, pruned_onnx, bench)

@@ -22,6 +22,7 @@ from typing import Any
 
 from edgeprune.errors import ConfigError
 from edgeprune.data import CalibrationError
+from edgeprune.optimizer.run import reaches
 from edgeprune.quantize.offer import Candidate, candidates
 
 PAYS = 1.05  # a precision must measure at least this much faster than the dense model (median of rounds)
@@ -96,7 +97,10 @@ def decide(rows: list[dict[str, Any]], max_drop: float, asked: float | None = No
         return spd["median"] >= PAYS and (spd.get("ci_low") is None or spd["ci_low"] > 1.0)
 
     ok = [i for i, r in enumerate(rows) if r["measured"] and pays(rows[i]) and r["drop"] <= max_drop]
-    enough = [i for i in ok if asked is not None and rows[i]["speedup"]["median"] >= asked]
+    # reaching the budget alone is judged as every attempt is (run.reaches): within 3% below the ask, or the ask
+    # inside the median's ~95% interval. A bare median >= asked made MiniLM's INT8 (1.91-2.02x on this VM, 86 10-NN
+    # overlap) a coin flip at 2.0x asked; losing it stacked 18% pruning and ended at 70.
+    enough = [i for i in ok if asked is not None and reaches(rows[i]["speedup"], asked)]
     tight = [i for i in ok if rows[i]["drop"] <= max_drop / 2]
     if enough:  # the least drop; drops within TIE of it are one score, and the faster of those ships (MiniLM/ORT at
         # 1.3x asked: dynamic INT8 1.91x at drop 13.38 and static QDQ 1.39x at 13.32 are the same on 500 snippets)
@@ -163,6 +167,8 @@ def choose_precision(s) -> None:
         say("precision: no reduced precision pays here: FP32 ships")
         return
     s.fraction = min(1.0, s.fraction * choice.factor())
+    if choice.speedup and reaches(choice.speedup, 1.0 / s.overall_fraction):  # alone on budget: nothing to prune
+        s.fraction = 1.0
     how = "measured" if choice.measured else "estimated, not measured here"
     say(f"precision: {choice.label} ({choice.factor():.2f}x {how}); pruning asked for {1 / s.fraction:.2f}x")
 

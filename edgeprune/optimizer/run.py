@@ -124,6 +124,11 @@ def _off_budget(spd: dict[str, float], fraction: float) -> str | None:
     return "slow" if ratio > fraction else "fast"
 
 
+def reaches(spd: dict[str, float], asked: float) -> bool:
+    """Whether a measured speedup reaches `asked` by the rule a re-plan and the final verdict use (not "slow")."""
+    return _off_budget(spd, 1.0 / asked) != "slow"
+
+
 def _bounded_step(raw: float, target_raw: float, proportional: float) -> float:
     """The re-plan's table budget, moved from this plan's `raw` at most twice as far (in ratio) as the proportional
     correction (latency ~ table cost near this plan) would move it.

@@ -121,7 +121,7 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
     for name in split:  # not an error even with strict: the readers of each chunk are still pruned
         note(f"left unpruned: {name} ({kinds.get(name, '?')}): its channels are split (chunk/split) between consumers, "
-             "and Torch-Pruning's group does not say which consumer reads which channel")
+             "and Torch-Pruning maps the chunks to the wrong readers")
     breaking = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
     bad = {name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()}
     bad.update(rewire.rewired_groups(model, example_inputs, [g for g in groups if g.name not in bad],
@@ -171,8 +171,10 @@ def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: lis
 def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool],
                split: list[str] | None = None) -> list[Group]:
     """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects the roots of groups
-    dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6 gives each chunk's
-    reader local indices only, not which of the root's channels they are, so no consumer can be scored."""
+    dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6.1 gives each chunk's
+    reader local indices, and maps them to the wrong chunk (tests' ChunkNet, `u, v = relu(a(x)).chunk(2, 1)`:
+    get_pruning_group(a, idxs=[0]) removes input 0 of b2, which reads v, where a's channel 0 is u's and b1's), so
+    neither its scores nor its removal can be trusted."""
     import torch_pruning as tp
 
     names = names_of(model)
