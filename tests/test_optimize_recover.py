@@ -102,3 +102,29 @@ def test_prune_with_train_data_recovers_and_reports_each_stage(tmp_path, data):
     assert "compensation" in line and "bn" in line and "distill" in line and out.is_file()
     missing = CliRunner().invoke(main, args[:-8] + ["--train", str(data["train"])])
     assert missing.exit_code == 2 and "--train needs --eval-data" in missing.output
+
+
+
+def test_nothing_pruned_means_nothing_to_recover():
+    """A reduced precision that meets the budget alone leaves nothing pruned: a forced distillation (mode distill)
+    is not run (it would spend its minutes fitting the dense model to itself); a pruned model is still recovered."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from edgeprune.optimizer.job import Job
+    from edgeprune.recover import RecoverConfig
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    batches = [(torch.randn(16, 8),) for _ in range(2)]
+    job = Job(None, batches, batches, ["x"], "mlp", "agreement", lambda m: 90.0, lambda s: 100.0 - s, 100.0, dense,
+              "logits", RecoverConfig(mode="distill", steps=3, eval_every_s=1e9), 1.0, {})
+    score, report = job.recover(copy.deepcopy(dense), {})
+    assert score == 90.0 and report["stopped"] == "nothing pruned"
+    assert [(s["stage"], s["steps"]) for s in report["stages"]] == [("compensation", 0)]
+    pruned = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    _, report = job.recover(pruned, {"0": 8})
+    assert report["stopped"] != "nothing pruned" and report["stages"][-1]["stage"] == "distill"
+    assert report["stages"][-1]["steps"] == 3

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from edgeprune.recover import RecoverConfig, recover
+from edgeprune.recover import RecoverConfig, RecoverReport, StageResult, recover
 from edgeprune.recover.blocks import find_blocks
 from edgeprune.recover.distill import DistillSetup
 
@@ -52,6 +52,12 @@ class Job:
         self.say("scoring the pruned model on held-out data")
         score = self.score(pruned)
         config = self.recover_config
+        dense = dict(self.dense.named_parameters())
+        if all(n in dense and dense[n].shape == p.shape for n, p in pruned.named_parameters()):
+            # nothing was pruned (a reduced precision met the budget alone): there is nothing to recover, and a
+            # forced distillation would spend its minutes fitting the dense model to itself
+            return score, RecoverReport([StageResult("compensation", score, 0.0, 0, "nothing pruned")],
+                                        "nothing pruned").to_dict()
         if config.checkpoint_dir:
             Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
             (Path(config.checkpoint_dir) / "keep.json").write_text(json.dumps(keep))

@@ -65,7 +65,7 @@ class StageResult:
 @dataclasses.dataclass
 class RecoverReport:
     stages: list[StageResult] = dataclasses.field(default_factory=list)
-    stopped: str = ""  # why recovery ended: recovered | budget | nan | interrupted | off
+    stopped: str = ""  # why recovery ended: recovered | budget | nan | interrupted | off | nothing pruned
 
     def to_dict(self) -> dict:
         return {"stages": [dataclasses.asdict(s) for s in self.stages], "stopped": self.stopped}
