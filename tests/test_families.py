@@ -17,6 +17,13 @@ from edgeprune.pruning import StructuredConfig
 transformers = pytest.importorskip("transformers")
 
 
+def _prune_half(model, inputs, **kw):
+    """(pruned model, every progress line, the "left unpruned" lines) of pruning half of `model`'s units."""
+    lines = []
+    pruned = ep.prune(model, inputs, StructuredConfig(ratio=0.5, **kw), progress=lines.append)
+    return pruned, lines, [ln for ln in lines if ln.startswith("left unpruned")]
+
+
 def _check(model, pruned, inputs, tmp_path, macs_below=0.9):
     with torch.no_grad():
         assert pruned(*inputs).shape == model(*inputs).shape
@@ -55,9 +62,7 @@ class C2f(nn.Module):
 def test_yolo_c2f_group_torch_pruning_miscouples_is_left_whole_and_the_rest_pruned(tmp_path):
     torch.manual_seed(0)
     model, x = C2f().eval(), (torch.randn(1, 3, 16, 16),)
-    lines = []
-    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5), progress=lines.append)
-    left = [ln for ln in lines if ln.startswith("left unpruned")]
+    pruned, lines, left = _prune_half(model, x)
     assert left and all("breaks the forward pass" in ln for ln in left), lines
     assert pruned.stem.out_channels == 8 and pruned.cv2.out_channels == 8  # the groups that do not break are pruned
     _check(model, pruned, x, tmp_path)
@@ -120,9 +125,7 @@ def test_channel_shuffle_group_is_not_silently_rewired_and_the_residual_group_pr
     # run and export but wire the model differently from dense (max diff ~0.09 against masking those channels)
     torch.manual_seed(0)
     model, x = ShuffleUnit().eval(), (torch.randn(2, 3, 16, 16),)
-    lines = []
-    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5), progress=lines.append)
-    left = [ln for ln in lines if ln.startswith("left unpruned")]
+    pruned, lines, left = _prune_half(model, x)
     assert len(left) == 1 and "channel shuffle" in left[0] and "dw (Conv2d)" in left[0], lines
     assert pruned.gc1.out_channels == pruned.dw.out_channels == 32      # the shuffled group keeps its width
     assert pruned.stem.out_channels == pruned.gc2.out_channels == 16    # the residual group is pruned
@@ -152,9 +155,8 @@ def test_a_transpose_that_keeps_channel_order_is_checked_and_pruned(tmp_path):
     model, x = TokenMLP().eval(), (torch.randn(2, 3, 16, 16),)
     groups = channel_groups(model, x, lambda n: False)
     assert any(g.reorders for g in groups)                               # the semantic check ran on it
-    lines = []
-    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5, unit="channels"), progress=lines.append)
-    assert not [ln for ln in lines if ln.startswith("left unpruned")], lines
+    pruned, lines, left = _prune_half(model, x, unit="channels")
+    assert not left, lines
     assert pruned.pe.out_channels == pruned.fc2.out_features == 16
     _check(model, pruned, x, tmp_path)
 
@@ -199,9 +201,7 @@ class ChunkNet(nn.Module):
 def test_a_chunked_producer_is_said_to_be_left_whole_and_each_chunk_reader_is_pruned(tmp_path):
     torch.manual_seed(0)
     model, x = ChunkNet().eval(), (torch.randn(1, 3, 16, 16),)
-    lines = []
-    pruned = ep.prune(model, x, StructuredConfig(ratio=0.5), progress=lines.append)
-    left = [ln for ln in lines if ln.startswith("left unpruned")]
+    pruned, lines, left = _prune_half(model, x)
     assert left == [ln for ln in left if "a (Conv2d)" in ln and "split (chunk/split)" in ln] and len(left) == 1, lines
     assert pruned.a.out_channels == 32 and pruned.b1.out_channels == pruned.b2.out_channels == 8
     _check(model, pruned, x, tmp_path)

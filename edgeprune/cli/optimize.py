@@ -227,7 +227,7 @@ def recovery_lines(result) -> list[str]:
     rec = result.attempts[-1].recovery if result.attempts else None
     if not rec:
         return []
-    if all(g["keep"] == g["width"] for g in result.plan.groups):
+    if rec["stopped"] == "nothing pruned":  # the recovery's own verdict (optimizer/job.py)
         return ["recovery: not needed, nothing was pruned" + (" (the reduced precision alone meets the budget)"
                                                             if result.artifact_path else "")]
     parts = [f"{s['stage']} {s['score']:.2f} ({s['seconds'] / 60:.1f} min{', ' + str(s['steps']) + ' steps' if s['steps'] else ''})"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgeprune.recover import RecoverConfig, RecoverReport, StageResult, recover
-from edgeprune.recover.blocks import find_blocks
+from edgeprune.recover.blocks import find_blocks, is_pruned
 from edgeprune.recover.distill import DistillSetup
 
 Say = Callable[[str], None]
@@ -52,8 +52,7 @@ class Job:
         self.say("scoring the pruned model on held-out data")
         score = self.score(pruned)
         config = self.recover_config
-        dense = dict(self.dense.named_parameters())
-        if all(n in dense and dense[n].shape == p.shape for n, p in pruned.named_parameters()):
+        if not is_pruned(self.dense, pruned):
             # nothing was pruned (a reduced precision met the budget alone): there is nothing to recover, and a
             # forced distillation would spend its minutes fitting the dense model to itself
             return score, RecoverReport([StageResult("compensation", score, 0.0, 0, "nothing pruned")],

@@ -23,7 +23,8 @@ def first_tensor(out: Any) -> torch.Tensor:
     return first(out)
 
 
-def _pruned(teacher: nn.Module, student: nn.Module) -> bool:
+def is_pruned(teacher: nn.Module, student: nn.Module) -> bool:
+    """Whether any parameter of `student` is narrower (or otherwise reshaped) than `teacher`'s of the same name."""
     t = dict(teacher.named_parameters())
     return any(n in t and t[n].shape != p.shape for n, p in student.named_parameters())
 
@@ -38,7 +39,7 @@ def find_blocks(teacher: nn.Module, student: nn.Module, example: tuple) -> list[
         if not isinstance(mod, (nn.ModuleList, nn.Sequential)) or name not in t_mods:
             continue
         kids = [(f"{name}.{k}" if name else k, c) for k, c in mod.named_children()]
-        pruned = [n for n, c in kids if n in t_mods and _pruned(t_mods[n], c)]
+        pruned = [n for n, c in kids if n in t_mods and is_pruned(t_mods[n], c)]
         if len(pruned) > len(best):
             best = pruned
     if not best:
