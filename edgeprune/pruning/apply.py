@@ -24,7 +24,8 @@ from edgeprune.errors import ConfigError, PruningError
 from edgeprune.pruning import importance as imp
 from edgeprune.pruning.compensate import compensate
 from edgeprune.pruning.config import StructuredConfig
-from edgeprune.pruning.graph import Group, channel_groups
+from edgeprune.pruning.graph import channel_groups
+from edgeprune.pruning.group import Group
 from edgeprune.pruning.hf import has_transformer_blocks, transformer_groups
 from edgeprune.pruning.stats import capture
 

@@ -19,7 +19,7 @@ import torch
 
 from edgeprune.errors import PruningError
 from edgeprune.pruning import transposed
-from edgeprune.pruning.graph import Group
+from edgeprune.pruning.group import Group
 from edgeprune.pruning.stats import BlockStats, ensure_bias, set_weight_matrix, unit_columns, weight_matrix
 
 

@@ -9,58 +9,20 @@ depthwise/grouped conv, BN/LN, flatten->Linear are all coupled by its tracer); t
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable
 
 from torch import nn
 
 from edgeprune.errors import PruningError
-from edgeprune.pruning import rewire, transposed
+from edgeprune.pruning import probe, rewire, transposed
+from edgeprune.pruning.group import Consumer, Group, Producer
 
 # Layer types whose channels Torch-Pruning removes correctly (transposed convs: with transposed.py's pruner when
 # grouped) and that we can score/compensate.
 CONVS = (nn.Conv1d, nn.Conv2d) + transposed.TRANSPOSED
 WEIGHTED = CONVS + (nn.Linear,)     # the layers a group is rooted at, read by, and written by
 _SUPPORTED = WEIGHTED + (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Identity, nn.Dropout)
-
-
-@dataclasses.dataclass
-class Consumer:
-    """A layer reading the group's units. units[j] = its input-feature indices for unit j
-    (channel indices for a Conv2d; for Linear after a flatten, the H*W features of channel j)."""
-
-    name: str
-    module: nn.Module
-    units: list[list[int]]
-
-
-@dataclasses.dataclass
-class Producer:
-    """A layer writing the group's units. rows[j] = its output indices for unit j (for magnitude/Taylor)."""
-
-    name: str
-    module: nn.Module
-    rows: list[list[int]]
-
-
-@dataclasses.dataclass
-class Group:
-    name: str                      # the root layer's name (and the unit kind for transformers)
-    kind: str                      # "channels" | "heads" | "ffn"
-    n_units: int
-    unit_width: int                # features per unit (d_head for heads, 1 otherwise): for round_to
-    consumers: list[Consumer]
-    producers: list[Producer]
-    remove: Callable[[list[int]], None]  # physically delete these unit indices (shapes shrink)
-    uniform: int = 1               # grouped conv: remove the same local slots in each of `uniform` blocks
-    refresh: Callable[["Group"], None] | None = None  # re-read consumers/producers before this group is pruned
-    reorders: bool = False         # passes a transpose/permute Torch-Pruning takes for element-wise (rewire.py)
-
-    def half_units(self) -> list[int]:
-        """Half the units, the same local slots in each of `uniform` blocks: what the probes remove on a copy."""
-        per = self.n_units // self.uniform
-        return [b * per + j for b in range(self.uniform) for j in range(per // 2)]
 
 
 def names_of(model: nn.Module) -> dict[nn.Module, str]:
@@ -113,26 +75,33 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
 
     A group is kept only if some Conv/Linear reads it (otherwise its channels are model outputs), no ignored or
     unsupported layer is part of it, removing part of it leaves a model that still runs (`breaking_groups`), and
-    a group passing a channel permutation is wired as the dense model is (`rewire.rewired_groups`).
+    a group passing a channel permutation is wired as the dense model is (`rewire.rewired_groups`). A group that
+    fails one of these because its channels pass a chunk/split or a shuffle is rebuilt by probe.py, which measures
+    where each channel goes; only if that fails too is it left whole.
     """
     ignored = check_supported(model, ignored, strict, note)
-    split: list[str] = []
+    split: list[Group] = []
     groups = _tp_groups(model, example_inputs, ignored, split)
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
-    for name in split:  # not an error even with strict: the readers of each chunk are still pruned
-        note(f"left unpruned: {name} ({kinds.get(name, '?')}): its channels are split (chunk/split) between consumers, "
-             "and Torch-Pruning maps the chunks to the wrong readers")
+    bad = {g.name: "its channels are split (chunk/split) between consumers, and Torch-Pruning maps the chunks to "
+                   "the wrong readers" for g in split}
     breaking = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
-    bad = {name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()}
+    bad.update({name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()})
     bad.update(rewire.rewired_groups(model, example_inputs, [g for g in groups if g.name not in bad],
                                      lambda m: _tp_groups(m, example_inputs, ignored)))
+    members = {g.name: g.members for g in groups + split}
+    kept = [g for g in groups if g.name not in bad]
     for name, why in bad.items():
+        try:
+            kept.append(probe.probed_group(model, example_inputs, members[name]))
+            continue
+        except probe.ProbeFailed as err:
+            why = f"{why}; measuring where its channels go did not help: {err}"
         if strict:
-            raise PruningError(f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: {why}; "
-                               "Torch-Pruning's dependency graph mis-couples it",
+            raise PruningError(f"channel group '{name}' ({kinds.get(name, '?')}) cannot be pruned: {why}",
                                hint=f"add it to ignore=, e.g. ignore=['{name}']")
         note(f"left unpruned: {name} ({kinds.get(name, '?')}): {why}")
-    return [g for g in groups if g.name not in bad]
+    return kept
 
 
 def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: list[str]) -> dict[str, str]:
@@ -169,8 +138,8 @@ def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: lis
 
 
 def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool],
-               split: list[str] | None = None) -> list[Group]:
-    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects the roots of groups
+               split: list[Group] | None = None) -> list[Group]:
+    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects the groups
     dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6.1 gives each chunk's
     reader local indices, and maps them to the wrong chunk (tests' ChunkNet, `u, v = relu(a(x)).chunk(2, 1)`:
     get_pruning_group(a, idxs=[0]) removes input 0 of b2, which reads v, where a's channel 0 is u's and b1's), so
@@ -190,8 +159,10 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
         root, handler = root_dep.target.module, root_dep.handler
         n = len(tp_group[0].idxs)
         consumers, producers, uniform, skip = _parts(dg, tp_group, names, ignored)
+        members = [(names[it.dep.target.module], "in" if dg.is_in_channel_pruning_fn(it.dep.handler) else "out")
+                   for it in tp_group.items if it.dep.target.module in names]
         if not skip and not consumers and split is not None and _read_in_parts(dg, tp_group, n):
-            split.append(names[root])
+            split.append(Group(names[root], "channels", n, 1, [], [], lambda idxs: None, members=members))
         if skip or not consumers or n % uniform:
             continue
 
@@ -204,7 +175,7 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
                                                             names_of(model), ignored)
 
         groups.append(Group(names[root], "channels", n, 1, consumers, producers, remove, uniform, refresh,
-                            rewire.reorders(tp_group)))
+                            rewire.reorders(tp_group), members))
     return groups
 
 

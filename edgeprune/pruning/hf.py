@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import PruningError
-from edgeprune.pruning.graph import Consumer, Group, Producer
+from edgeprune.pruning.group import Consumer, Group, Producer
 from edgeprune.weights import is_hf_conv1d
 
 _HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head", "n_heads")

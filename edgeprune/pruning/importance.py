@@ -19,7 +19,7 @@ from torch import nn
 from edgeprune.errors import ConfigError
 from edgeprune.pruning import transposed
 from edgeprune.pruning.compensate import ridge_cholesky
-from edgeprune.pruning.graph import Group
+from edgeprune.pruning.group import Group
 from edgeprune.weights import is_hf_conv1d
 from edgeprune.pruning.stats import BlockStats, unit_columns, weight_matrix
 

@@ -33,7 +33,7 @@ def reorders(tp_group) -> bool:
     return any(any(k in str(item.dep.target.name) for k in REORDERING) for item in items)
 
 
-def _masked_outputs(model: nn.Module, example_inputs: tuple, group, units: list[int]) -> list[torch.Tensor]:
+def masked_outputs(model: nn.Module, example_inputs: tuple, group, units: list[int]) -> list[torch.Tensor]:
     """Dense outputs with the removed units zeroed where each consumer reads them (channel dim 1 of a conv's
     input, the last dim of a Linear's)."""
     hooks = []
@@ -43,7 +43,7 @@ def _masked_outputs(model: nn.Module, example_inputs: tuple, group, units: list[
 
         def mask(mod, args, cols=cols, dim=dim):
             x = args[0].clone()
-            x.index_fill_(dim % x.dim(), torch.tensor(cols, device=x.device), 0.0)
+            x.index_fill_(dim % x.dim(), torch.tensor(cols, dtype=torch.long, device=x.device), 0.0)
             return (x,) + tuple(args[1:])
         hooks.append(cons.module.register_forward_pre_hook(mask))
     try:
@@ -66,7 +66,7 @@ def rewired_groups(model: nn.Module, example_inputs: tuple, groups: list, build:
         units = g.half_units() if g.reorders else []
         if not units:
             continue
-        want = _masked_outputs(model, example_inputs, g, units)
+        want = masked_outputs(model, example_inputs, g, units)
         trial = copy.deepcopy(model)
         tg = next(t for t in build(trial) if t.name == g.name)
         tg.remove(units)
