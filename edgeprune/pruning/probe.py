@@ -146,33 +146,46 @@ def _plan(model, inputs, root: str, members: list[tuple[str, str]]) -> dict:
         plan[name] = (_kind(name, mods[name]), per)
     writers = [m for m, role in members if role == "out" and m != root] + [m for m in at if plan[m][0] == "in"]
     for name in dict.fromkeys(writers):
-        rows = _producer_rows(model, inputs, mods, name, at, cleaners, n)
-        if rows is not None:
+        found = _producer_rows(model, inputs, mods, name, at, params, cleaners, n)
+        if found is not None:
+            rows, private = found
             kind, per = plan.get(name, ("", [[] for _ in range(n)]))
             plan[name] = ("in+out" if kind == "in" else "out", per, rows)
+            plan.update({m: (_kind(m, mods[m]), p) for m, p in private.items()})
     if not any("in" in v[0] for v in plan.values()):
         raise ProbeFailed(f"no layer reads the channels of '{root}'")
     return plan
 
 
-def _producer_rows(model, inputs, mods, name, at, cleaners, n) -> list[list[int]] | None:
-    """rows[j]: the output rows of layer `name` that land where root unit j does; None when its outputs land
-    outside the group's channels (a pure consumer)."""
+def _producer_rows(model, inputs, mods, name, at, params, cleaners, n):
+    """(rows, private) for a layer `name` whose outputs land in the group's channels: rows[j] its output rows that
+    land where root unit j does, and private {layer: per-unit channels} of the channel-wise layers on its way
+    there (a residual branch's BatchNorm). None when its outputs land outside the group (a pure consumer)."""
     width = _width(mods[name])
-    seen = _decode(model, inputs, mods, [r for r in at if r != name], name, cleaners, width)
-    rows: list[list[int]] = [[] for _ in range(n)]
-    landed = 0
+    seen = _decode(model, inputs, mods, [r for r in params if r != name], name, cleaners, width)
+    unit = {}
     for k in range(width):
-        units = {int(at[r][c]) for r, codes in seen.items() for c in (codes == k).nonzero().flatten().tolist()}
+        units = {int(at[r][c]) for r, codes in seen.items() if r in at for c in (codes == k).nonzero().flatten().tolist()}
         units.discard(-1)
         if len(units) > 1:
             raise ProbeFailed(f"output channel {k} of '{name}' lands on several channels of the group")
         if units:
-            rows[units.pop()].append(k)
-            landed += 1
-    if landed not in (0, width):
+            unit[k] = units.pop()
+    if not unit:
+        return None
+    if len(unit) != width:
         raise ProbeFailed(f"'{name}' writes only part of its outputs into the group's channels")
-    return rows if landed else None
+    rows: list[list[int]] = [[] for _ in range(n)]
+    for k, j in unit.items():
+        rows[j].append(k)
+    private = {}
+    for r, codes in seen.items():
+        if r not in at and _channelwise(mods[r]) and (codes >= 0).any():
+            private[r] = [[] for _ in range(n)]
+            for c, k in enumerate(codes.tolist()):
+                if k >= 0:
+                    private[r][unit[k]].append(c)
+    return rows, private
 
 
 def _remove(mods: dict[str, nn.Module], plan: dict, units: list[int]) -> None:
