@@ -51,6 +51,7 @@ class OnnxRuntimeBackend(Backend):
         quantizers={"int8": "edgeprune.quantize.ort:int8_artifact", "fp16": "edgeprune.quantize.ort:fp16_artifact"},
         auto_candidates=(("int8", "dynamic INT8", "edgeprune.quantize.ort:dynamic_config"),
                          ("int8", "static QDQ INT8", "edgeprune.quantize.ort:static_config"),
+                         ("int8", "static QDQ INT8, input end float", "edgeprune.quantize.ort:input_end_float_config"),
                          ("fp16", "FP16", "")),
         times_on_cpu=True, devices=("cpu", "gpu"),
         dists=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"))

@@ -24,6 +24,11 @@ class ConfigError(EdgepruneError):
     """A configuration value (CLI option, config dataclass field, input spec) is invalid."""
 
 
+class NotApplicable(ConfigError):
+    """A variant that does not apply to this model (e.g. an ORT quantization candidate for CNNs, given a
+    transformer): `optimize --precision auto` declines it with this reason instead of failing."""
+
+
 class ProfileError(EdgepruneError):
     """A device profile is missing or does not validate."""
 

@@ -89,6 +89,8 @@ def test_auto_decision_follows_the_recorded_measurements(auto_run):
     result, _ = auto_run
     rows = [r for r in result.precision["candidates"] if r["measured"]]
     assert {r["label"] for r in rows} == {"dynamic INT8", "static QDQ INT8"}  # fp16: this CPU lists none, not built
+    cnn_only = next(r for r in result.precision["candidates"] if r["label"] == "static QDQ INT8, input end float")
+    assert not cnn_only["measured"] and "for CNNs; this graph reads as generic" in cnn_only["reason"]
     paying = [r for r in rows if r["speedup"]["median"] >= PAYS and r["speedup"]["ci_low"] > 1 and r["drop"] <= 100.0]
     chosen = [r for r in rows if r["verdict"] == "chosen"]
     if not paying:

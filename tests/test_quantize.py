@@ -330,3 +330,26 @@ def test_openvino_accuracy_control(cnn, tmp_path):
     assert top1(ov.Core().compile_model(str(out), "CPU"), eval_data) >= 1.0 - 0.05
     with pytest.raises(ConfigError, match="needs evaluation data"):
         quantize(model, "openvino", calib, "int8", tmp_path / "x.xml", config=OvQuantConfig(max_drop=0.05), evaluate=top1)
+
+
+def test_input_end_float_keeps_the_first_convs_and_the_classifier_float(cnn, tiny_bert, tmp_path):
+    """float_ends: the first ceil(f * n) Conv/Gemm/MatMul nodes and the last one run float (no DequantizeLinear
+    feeds them), the rest is INT8; on a non-CNN graph the variant is NotApplicable before any work is done."""
+    from edgeprune.errors import NotApplicable
+    from edgeprune.quantize.ort import WEIGHTED_OPS, quantize_ort
+
+    path, calib = cnn
+    out = tmp_path / "mixed.onnx"
+    info = quantize_ort(path, out, calib, OrtQuantConfig(mode="static", float_ends=0.25))
+    m = onnx.load(str(out))
+    weighted = [n for n in m.graph.node if n.op_type in WEIGHTED_OPS]
+    dq_out = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    is_float = [not set(n.input) & dq_out for n in weighted]
+    want = info["float_end_nodes"]
+    assert want == int(np.ceil(0.25 * len(weighted))) + 1 and sum(is_float) == want, (len(weighted), is_float)
+    assert is_float[0] and is_float[-1] and not all(is_float)
+    with pytest.raises(NotApplicable, match="for CNNs; this graph reads as transformer"):
+        quantize_ort(tiny_bert[0], tmp_path / "no.onnx", tiny_bert[1], OrtQuantConfig(mode="static", float_ends=0.125))
+    assert not (tmp_path / "no.onnx").exists()
+    with pytest.raises(ConfigError, match="float_ends 1.0 is not a fraction"):
+        OrtQuantConfig(float_ends=1.0)

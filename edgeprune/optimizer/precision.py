@@ -20,7 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import ConfigError
+from edgeprune.errors import ConfigError, NotApplicable
 from edgeprune.data import CalibrationError
 from edgeprune.optimizer.run import reaches
 from edgeprune.quantize.offer import Candidate, candidates
@@ -188,8 +188,8 @@ def _measured(s, found: list[Candidate], forced: bool) -> PrecisionChoice:
         try:
             paths.append(build(s.dense_onnx, c, s.runtime, s.job.calib, s.work / f"dense_{i}_{c.precision}"))
             built.append(c)
-        except CalibrationError as e:  # e.g. a graph with a fixed batch larger than the calibration data
-            if forced:
+        except (CalibrationError, NotApplicable) as e:  # a fixed graph batch over the calibration data; a CNN-only variant
+            if forced and not isinstance(e, NotApplicable):
                 raise
             skipped.append(row(c, False, "declined", f"not built: {e}"))
     tried = built

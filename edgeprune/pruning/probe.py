@@ -12,7 +12,7 @@ forwards of the example inputs.
 Removing channels changes what chunk() and shuffle reshapes compute from the width (the chunk boundary, the
 shuffle's c/g), so units are removed as the same local slots in `uniform` equal blocks. The smallest uniform that
 gives exactly the dense model with those channels masked (rewire.masked_outputs), on two removal patterns, is
-kept; if none does, the group stays whole with the reason.
+kept; if none does, the group stays whole with the reason. docs/METHODS.md §10 ("Measured groups") says it in prose.
 """
 from __future__ import annotations
 
