@@ -46,19 +46,23 @@ def minilm_setup():
 
 def effnet_setup():
     model = zoo.efficientnet_lite0().eval()
-    rows = [i for i in range(32) if i % 2 == 1]  # photos the calibration never saw (zoo.imagenet_photos rows)
+    # zoo.imagenet_photos rows: photo i < 16 and its mirror i + 16. Odd photos: never calibrated on. Photos 1-7
+    # (and mirrors) select, photos 9-15 (and mirrors) test: no test crop is a view or a mirror of a selecting one
+    rows = [i for i in range(32) if i % 2 == 1]
     calib_views = zoo.photo_views(32, [i for i in range(32) if i % 2 == 0], seed=0)
-    select, test = zoo.photo_views(64, rows[:8], seed=1), zoo.photo_views(64, rows[8:], seed=1)
+    select_rows, test_rows = [i for i in rows if i % 16 < 8], [i for i in rows if i % 16 >= 8]
+    select, test = zoo.photo_views(64, select_rows, seed=1), zoo.photo_views(64, test_rows, seed=1)
     calib = [(calib_views[:16],), (calib_views[16:],)]
     test_metric = get_metric("agreement").bind(model, [(test,)], input_names=["image"])
     return ("EfficientNet-Lite0", model, (calib_views[:1],), ["image"], calib, [(select,)], "agreement", test_metric)
 
 
-def run_cell(setup, runtime: str, target: float, precision: str, minutes: float = 0.0) -> dict:
+def run_cell(setup, runtime: str, target: float, precision: str, minutes: float = 0.0, max_drop: float | None = None) -> dict:
     """One optimize run; minutes > 0: with that much recovery per attempt, on the `train` split (MiniLM only)."""
     name, model, example, names, calib, held, metric, test_metric = setup
     recover = RecoverConfig(mode="auto", minutes=minutes) if minutes > 0 else RecoverConfig(mode="off")
-    config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, metric=metric, max_drop=MAX_DROP[name],
+    config = OptimizeConfig(profile="host", runtime=runtime, speedup=target, metric=metric,
+                            max_drop=MAX_DROP[name] if max_drop is None else max_drop,
                             precision=precision, rounds=ROUNDS, iters=ITERS[name], recover=recover)
     train = _encode(_texts("train")) if minutes > 0 and name == "MiniLM-L6" else None
     t0 = time.time()
@@ -136,6 +140,7 @@ def main(argv=None):
     ap.add_argument("--speedups", default="1.5,2.0,2.5")
     ap.add_argument("--precisions", default="auto,fp32")
     ap.add_argument("--name", default="optimize_precision", help="results file stem (trial runs: not the default)")
+    ap.add_argument("--max-drop", type=float, default=None, help="override the per-model max_drop (MAX_DROP)")
     ap.add_argument("--recover-minutes", type=float, default=0.0, help="recovery per attempt (default 0: off)")
     ap.add_argument("--append", action="store_true", help="add the rows to results/NAME.json instead of replacing it")
     ap.add_argument("--rewrite", action="store_true", help="re-render the .md from the .json rows (nothing is run)")
@@ -159,7 +164,7 @@ def main(argv=None):
                 for target in [float(s) for s in args.speedups.split(",")]:
                     for precision in args.precisions.split(","):
                         print(f"[precision] {setup[0]} {runtime} {target}x {precision}", flush=True)
-                        rows.append(run_cell(setup, runtime, target, precision, args.recover_minutes))
+                        rows.append(run_cell(setup, runtime, target, precision, args.recover_minutes, args.max_drop))
                         print({k: v for k, v in rows[-1].items() if k != "candidates"}, flush=True)
                         zoo.write_results(args.name, rows, markdown(rows), vars(args))
     print(markdown(rows))
