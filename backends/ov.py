@@ -47,7 +47,9 @@ class OpenVINOBackend(Backend):
                   "unstructured": "memory-only: CPU sparse weights decompression (INT8 weights, AMX)"},
         int8_config="edgeprune.quantize.ov:int8_config",
         quantizers={"int8": "edgeprune.quantize.ov:int8_artifact", "fp16": "edgeprune.quantize.ov:fp16_artifact"},
-        auto_candidates=(("int8", "NNCF INT8", ""), ("fp16", "FP16 IR", "")),
+        auto_candidates=(("int8", "NNCF INT8", ""),
+                         ("int8", "NNCF INT8, input end float", "edgeprune.quantize.ov:input_end_float_config"),
+                         ("fp16", "FP16 IR", "")),
         times_on_cpu=True, quantized_suffix=".xml", devices=("cpu", "gpu", "npu"))
 
     @classmethod

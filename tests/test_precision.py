@@ -150,6 +150,7 @@ def test_decide_prefers_the_least_drop_when_precision_alone_meets_the_budget():
     assert decide(rows, max_drop=30.0, asked=1.5) == 1  # both reach 1.5x alone: the one that loses least
     assert "less drop" in rows[0]["reason"]
     assert decide(rows, max_drop=30.0, asked=2.0) == 0  # only the fast one reaches 2x alone
+    assert "short of the 2.00x asked, which another reaches alone" in rows[1]["reason"]  # not "less drop": it has less
     assert decide(rows, max_drop=30.0, asked=3.0) == 0  # neither: the fastest keeping half the drop budget
     tie = [_row("dynamic", _spd(1.91, 1.87, 1.96), 13.38), _row("qdq", _spd(1.39, 1.33, 1.45), 13.32)]
     assert decide(tie, max_drop=30.0, asked=1.3) == 0  # 0.06 apart is one score (< 5% of max_drop): the faster ships

@@ -353,3 +353,27 @@ def test_input_end_float_keeps_the_first_convs_and_the_classifier_float(cnn, tin
     assert not (tmp_path / "no.onnx").exists()
     with pytest.raises(ConfigError, match="float_ends 1.0 is not a fraction"):
         OrtQuantConfig(float_ends=1.0)
+
+
+def test_openvino_input_end_float_leaves_the_first_ops_and_the_classifier_unquantized(cnn, tiny_bert, tmp_path):
+    """NNCF with float_ends: no FakeQuantize feeds the first ceil(f * n) weighted ops or the last one; the rest of
+    the convs are quantized; a transformer graph is NotApplicable and nothing is written."""
+    import openvino as ov
+
+    from edgeprune.errors import NotApplicable
+    from edgeprune.quantize.ov import WEIGHTED_OPS, OvQuantConfig, quantize_ov
+
+    path, calib = cnn
+    out = tmp_path / "ends.xml"
+    info = quantize_ov(path, out, calib, OvQuantConfig(float_ends=0.25))
+    ops = [op for op in ov.Core().read_model(str(out)).get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
+
+    def quantized(op):  # an INT8 layer reads its input (or its weights) through a FakeQuantize
+        return any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())
+
+    flags = [quantized(op) for op in ops]
+    assert info["float_end_nodes"] == int(np.ceil(0.25 * len(ops))) + 1 and flags.count(False) >= info["float_end_nodes"]
+    assert not flags[0] and not flags[-1] and any(flags), flags
+    with pytest.raises(NotApplicable, match="for CNNs; this graph reads as transformer"):
+        quantize_ov(tiny_bert[0], tmp_path / "no.xml", tiny_bert[1], OvQuantConfig(float_ends=0.125))
+    assert not (tmp_path / "no.xml").exists()

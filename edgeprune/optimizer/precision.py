@@ -121,6 +121,8 @@ def decide(rows: list[dict[str, Any]], max_drop: float, asked: float | None = No
             r["verdict"], r["reason"] = "declined", f"{rounds}: does not pay (needs >= {PAYS}x); {r['reason']}"
         elif r["drop"] > max_drop:
             r["verdict"], r["reason"] = "declined", f"{rounds}: drop {r['drop']:.2f} > max_drop {max_drop}"
+        elif enough and i not in enough:
+            r["verdict"], r["reason"] = "declined", f"{rounds}: short of the {asked:.2f}x asked, which another reaches alone"
         elif enough:
             r["verdict"], r["reason"] = "declined", f"{rounds}: another candidate meets the budget with less drop"
         else:
