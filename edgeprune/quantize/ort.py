@@ -16,6 +16,10 @@ numbers in benchmarks/results/quantize.md):
     alone). weight_type="uint8" keeps 8 bits without saturation (ORT's U8U8 kernels) but is opt-in: measured
     on this AVX2 EPYC, EfficientNet-Lite0 U8U8 ran 0.14x of FP32 (46.8 ms vs 6.8 ms), a 7x slowdown no
     accuracy gain pays for in a speed tool (benchmarks/results/quantize.md).
+  transformer, dynamic: not fused first. ORT's transformer optimizer (onnxruntime.transformers optimize_model,
+    model_type="bert") finds no Attention or EmbedLayerNormalization in MiniLM-L6 as torch 2.13 exports it from
+    transformers 5.25 (dynamo or TorchScript exporter; only Gelu/SkipLayerNormalization fuse), so there is no
+    QAttention path: measured dynamic INT8 1.89x, optimized-then-quantized 1.81x, fused FP32 1.02x.
   cnn, input end float (float_ends, the third `--precision auto` candidate): the layers nearest the input carry
     the least redundancy, and the classifier decides the top-1; keeping the first 1/8 of the Conv/Gemm/MatMul
     nodes and the last one in float is the accuracy-for-speed trade between all-INT8 and FP32. Measured on
