@@ -155,21 +155,3 @@ def test_report_plots_each_model_target_pair_and_lists_failures():
     html = render(rows)
     assert html.count("data:image/png;base64,") == 2 and "ConfigError: bad" in html and "3 of 4 configs done" in html
     assert "layer0 32/64, layer1 32/64, layer2 32/64, layer3 32/64 (+2 more)" in html and html.count("dense widths") == 2
-
-
-def test_ctrl_c_while_collecting_raises_a_flag_not_an_exception_and_the_handler_is_restored():
-    """SIGINT inside the driver's wait is turned into a flag (checked between waits), so no library code on the
-    stack can swallow it; the previous handler comes back afterwards."""
-    import os
-    import signal
-
-    from edgeprune.sweeper.driver import interrupt_flag
-
-    before = signal.getsignal(signal.SIGINT)
-    with interrupt_flag() as hit:
-        os.kill(os.getpid(), signal.SIGINT)   # would raise KeyboardInterrupt here under the default handler
-        for _ in range(100):                  # the handler runs at the next bytecode boundary
-            if hit:
-                break
-    assert hit == [signal.SIGINT]
-    assert signal.getsignal(signal.SIGINT) is before

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -144,54 +142,29 @@ def _bundle_bytes(outdir: bytes, name: str) -> bytes:
         return (Path(tmp) / "b.tar.gz").read_bytes()
 
 
-@contextlib.contextmanager
-def interrupt_flag() -> Iterator[list]:
-    """While the driver waits, SIGINT only raises a flag that _collect turns into KeyboardInterrupt between waits.
-    Why: the default handler raises wherever the signal lands (inside Ray's wait, a progress redraw), where code
-    that catches everything can swallow it and the sweep runs on; the fresh-clone CI once saw a Ctrl-C'd sweep
-    finish with exit 0. Off the main thread signals cannot be handled: nothing is installed."""
-    hit: list = []
-    if threading.current_thread() is not threading.main_thread():
-        yield hit
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
-    try:
-        yield hit
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _collect(refs: dict, store: Store, report: Callable[[dict], None], fns, place: dict) -> None:
     """Wait for every task in any order; store each result the moment it arrives (ssh targets: after the device)."""
-    with interrupt_flag() as hit:
-        while refs:
-            if hit:
-                raise KeyboardInterrupt
-            _collect_one(refs, store, report, fns, place)
-
-
-def _collect_one(refs: dict, store: Store, report: Callable[[dict], None], fns, place: dict) -> None:
-    """Wait up to a second for a task; store (or re-submit to its device) what finished."""
     import ray
 
-    ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-    report({"running": len(refs)})
-    for ref in ready:
-        payload, phase, out = refs.pop(ref)
-        try:
-            value = ray.get(ref)
-        except Exception as err:  # a task that failed after its retries: recorded, the sweep goes on
-            reason = _reason(err)
-            store.put(_row(payload, status="failed", reason=reason, started=None, ended=time.time()), None)
-            report({"failed": payload["key"], "reason": reason})
-            continue
-        if phase == "config" and place[payload["target"]["name"]]["ssh"]:
-            device = fns[2].options(resources={place[payload["target"]["name"]]["resource"]: 1})
-            refs[device.remote(payload, _bundle_bytes(value["outdir"], payload["model"]["name"]))] = (payload, "device", value)
-            continue
-        record, data = (value["record"], value["outdir"]) if phase == "config" else _with_device(out, value)
-        store.put(_row(payload, status="ok", **record), data)
-        report({"done": payload["key"]})
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+        report({"running": len(refs)})
+        for ref in ready:
+            payload, phase, out = refs.pop(ref)
+            try:
+                value = ray.get(ref)
+            except Exception as err:  # a task that failed after its retries: recorded, the sweep goes on
+                reason = _reason(err)
+                store.put(_row(payload, status="failed", reason=reason, started=None, ended=time.time()), None)
+                report({"failed": payload["key"], "reason": reason})
+                continue
+            if phase == "config" and place[payload["target"]["name"]]["ssh"]:
+                device = fns[2].options(resources={place[payload["target"]["name"]]["resource"]: 1})
+                refs[device.remote(payload, _bundle_bytes(value["outdir"], payload["model"]["name"]))] = (payload, "device", value)
+                continue
+            record, data = (value["record"], value["outdir"]) if phase == "config" else _with_device(out, value)
+            store.put(_row(payload, status="ok", **record), data)
+            report({"done": payload["key"]})
 
 
 def _with_device(config_value: dict, device: dict) -> tuple[dict, bytes]:
