@@ -157,7 +157,11 @@ def test_embedded_cli_sweep_of_the_minimal_file_stops_on_ctrl_c_and_resumes(tmp_
     (tmp_path / "sweep.yaml").write_text(MINIMAL)
     env = {**os.environ, "EDGEPRUNE_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "edgeprune", "sweep", "sweep.yaml", "-o", "out"]
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The child must get SIGINT's default disposition: under a shell's background job (`bash .ci/run &`) SIGINT is
+    # ignored, the ignore is inherited, Python then installs no KeyboardInterrupt handler, and the sweep ran on to
+    # exit 0 (the fresh-clone CI runs skipped this test that way, 2 of 2).
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while not _configs(tmp_path / "out") and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
