@@ -16,21 +16,14 @@ from torch import nn
 
 from edgeprune.errors import PruningError
 from edgeprune.pruning import probe, rewire, transposed
-from edgeprune.pruning.group import Consumer, Group, Producer
+from edgeprune.pruning.group import CONVS, Consumer, Group, Producer, is_depthwise
 
-# Layer types whose channels Torch-Pruning removes correctly (transposed convs: with transposed.py's pruner when
-# grouped) and that we can score/compensate.
-CONVS = (nn.Conv1d, nn.Conv2d) + transposed.TRANSPOSED
 WEIGHTED = CONVS + (nn.Linear,)     # the layers a group is rooted at, read by, and written by
 _SUPPORTED = WEIGHTED + (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Identity, nn.Dropout)
 
 
 def names_of(model: nn.Module) -> dict[nn.Module, str]:
     return {m: n for n, m in model.named_modules()}
-
-
-def is_depthwise(mod: nn.Module) -> bool:
-    return isinstance(mod, CONVS) and mod.groups > 1 and mod.groups == mod.in_channels
 
 
 def _param_leaves(model: nn.Module):
@@ -80,16 +73,16 @@ def channel_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[s
     where each channel goes; only if that fails too is it left whole.
     """
     ignored = check_supported(model, ignored, strict, note)
-    split: list[Group] = []
+    split: dict[str, list[tuple[str, str]]] = {}
     groups = _tp_groups(model, example_inputs, ignored, split)
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
-    bad = {g.name: "its channels are split (chunk/split) between consumers, and Torch-Pruning maps the chunks to "
-                   "the wrong readers" for g in split}
+    bad = {name: "its channels are split (chunk/split) between consumers, and Torch-Pruning maps the chunks to "
+                 "the wrong readers" for name in split}
     breaking = breaking_groups(model, example_inputs, ignored, [g.name for g in groups])
     bad.update({name: f"removing its channels breaks the forward pass ({why})" for name, why in breaking.items()})
     bad.update(rewire.rewired_groups(model, example_inputs, [g for g in groups if g.name not in bad],
                                      lambda m: _tp_groups(m, example_inputs, ignored)))
-    members = {g.name: g.members for g in groups + split}
+    members = {**{g.name: g.members for g in groups}, **split}
     kept = [g for g in groups if g.name not in bad]
     for name, why in bad.items():
         try:
@@ -138,9 +131,9 @@ def breaking_groups(model: nn.Module, example_inputs: tuple, ignored, names: lis
 
 
 def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str], bool],
-               split: list[Group] | None = None) -> list[Group]:
-    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects the groups
-    dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6.1 gives each chunk's
+               split: dict[str, list[tuple[str, str]]] | None = None) -> list[Group]:
+    """Groups of Torch-Pruning's dependency graph, bound to `model`'s modules. `split` collects (root -> members)
+    the groups dropped because their channels are split (chunk/split) between consumers: Torch-Pruning 1.6.1 gives each chunk's
     reader local indices, and maps them to the wrong chunk (tests' ChunkNet, `u, v = relu(a(x)).chunk(2, 1)`:
     get_pruning_group(a, idxs=[0]) removes input 0 of b2, which reads v, where a's channel 0 is u's and b1's), so
     neither its scores nor its removal can be trusted."""
@@ -162,7 +155,7 @@ def _tp_groups(model: nn.Module, example_inputs: tuple, ignored: Callable[[str],
         members = [(names[it.dep.target.module], "in" if dg.is_in_channel_pruning_fn(it.dep.handler) else "out")
                    for it in tp_group.items if it.dep.target.module in names]
         if not skip and not consumers and split is not None and _read_in_parts(dg, tp_group, n):
-            split.append(Group(names[root], "channels", n, 1, [], [], lambda idxs: None, members=members))
+            split[names[root]] = members
         if skip or not consumers or n % uniform:
             continue
 

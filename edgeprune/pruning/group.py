@@ -7,6 +7,16 @@ from typing import Callable
 
 from torch import nn
 
+from edgeprune.pruning import transposed
+
+# Layer types whose channels Torch-Pruning removes correctly (transposed convs: with transposed.py's pruner when
+# grouped) and that we can score/compensate.
+CONVS = (nn.Conv1d, nn.Conv2d) + transposed.TRANSPOSED
+
+
+def is_depthwise(mod: nn.Module) -> bool:
+    return isinstance(mod, CONVS) and mod.groups > 1 and mod.groups == mod.in_channels
+
 
 @dataclasses.dataclass
 class Consumer:

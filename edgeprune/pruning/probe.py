@@ -25,7 +25,7 @@ from torch import nn
 
 from edgeprune.outputs import flatten_outputs
 from edgeprune.pruning import rewire
-from edgeprune.pruning.group import Consumer, Group, Producer
+from edgeprune.pruning.group import Consumer, Group, Producer, is_depthwise
 
 LINEARS = (nn.Linear,)
 CHANNELWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.PReLU)
@@ -45,18 +45,14 @@ def _channels(mod: nn.Module, t: torch.Tensor) -> torch.Tensor:
     return t.movedim(d, 0).reshape(t.shape[d], -1)
 
 
-def _depthwise(mod: nn.Module) -> bool:
-    return mod.groups > 1 and mod.groups == mod.in_channels
-
-
 def _channelwise(mod: nn.Module) -> bool:
     """Layers that keep channel j at index j (NaN in channel j stays there)."""
-    return isinstance(mod, CHANNELWISE) or (isinstance(mod, nn.Conv1d | nn.Conv2d) and _depthwise(mod))
+    return isinstance(mod, CHANNELWISE) or (isinstance(mod, nn.Conv1d | nn.Conv2d) and is_depthwise(mod))
 
 
 def _kind(name: str, mod: nn.Module) -> str:
     """How a layer that reads the group's channels is pruned: "dw", "norm" (per-channel parameters) or "in"."""
-    if isinstance(mod, nn.Conv1d | nn.Conv2d) and _depthwise(mod):
+    if isinstance(mod, nn.Conv1d | nn.Conv2d) and is_depthwise(mod):
         return "dw"
     if isinstance(mod, CHANNELWISE):
         return "norm"
@@ -235,10 +231,8 @@ def _matches(model: nn.Module, inputs: tuple, plan: dict, n: int, uniform: int, 
                 got = flatten_outputs(trial(*inputs))
         except Exception:  # the removal breaks a layer or the forward: this blocking is wrong
             return False
-        if [t.shape for t in got] != [t.shape for t in want]:
-            return False
-        scale = 1.0 + max(float(b.abs().max()) for b in want)
-        if max(float((a - b).abs().max()) for a, b in zip(got, want)) > atol * scale:
+        diff = rewire.diff_from_masked(got, want)
+        if diff is None or diff[0] > atol * diff[1]:
             return False
     return True
 
@@ -248,7 +242,7 @@ def _roots(model: nn.Module, members: list[tuple[str, str]]) -> list[str]:
     (a residual branch added into one chunk writes only that chunk's)."""
     mods = dict(model.named_modules())
     outs = {name for name, role in members if role == "out" and isinstance(mods[name], nn.Conv1d | nn.Conv2d | nn.Linear)}
-    return sorted(outs, key=lambda m: (not isinstance(mods[m], LINEARS) and _depthwise(mods[m]), -_width(mods[m]), m))
+    return sorted(outs, key=lambda m: (not isinstance(mods[m], LINEARS) and is_depthwise(mods[m]), -_width(mods[m]), m))
 
 
 def probed_group(model: nn.Module, inputs: tuple, members: list[tuple[str, str]]) -> Group:

@@ -54,6 +54,15 @@ def masked_outputs(model: nn.Module, example_inputs: tuple, group, units: list[i
             h.remove()
 
 
+def diff_from_masked(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[float, float] | None:
+    """(max abs diff of a pruned copy's outputs from the masked dense outputs, 1 + the largest |want|: the scale
+    a tolerance is relative to); None when the shapes differ (the removed units reach a model output)."""
+    if [t.shape for t in got] != [t.shape for t in want]:
+        return None
+    return (max(float((a - b).abs().max()) for a, b in zip(got, want)),
+            1.0 + max(float(b.abs().max()) for b in want))
+
+
 def rewired_groups(model: nn.Module, example_inputs: tuple, groups: list, build: Callable[[nn.Module], list],
                    atol: float = 1e-4) -> dict[str, str]:
     """{group name: reason} of the groups (among those marked `reorders`) whose removal rewires channels.
@@ -72,10 +81,10 @@ def rewired_groups(model: nn.Module, example_inputs: tuple, groups: list, build:
         tg.remove(units)
         with torch.no_grad():
             got = flatten_outputs(trial(*example_inputs))
-        if [t.shape for t in got] != [t.shape for t in want]:
+        compared = diff_from_masked(got, want)
+        if compared is None:
             continue  # the group reaches a model output: no like-for-like comparison
-        diff = max(float((a - b).abs().max()) for a, b in zip(got, want))
-        scale = 1.0 + max(float(b.abs().max()) for b in want)
+        diff, scale = compared
         if diff > atol * scale:
             bad[g.name] = (f"its channels pass through a permutation (channel shuffle) that Torch-Pruning couples as "
                            f"the identity; removing them would rewire the model (max diff {diff:.2e} vs masking)")
