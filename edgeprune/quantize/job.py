@@ -24,6 +24,21 @@ class QuantJob:
     eval_data: Iterable[Any] | None = None
 
 
+def check_float_ends(value: float) -> None:
+    """OrtQuantConfig/OvQuantConfig.float_ends: a fraction of the weighted layers, in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"float_ends {value} is not a fraction in [0, 1)", hint="e.g. 0.125")
+
+
+def input_end(weighted: list[str], fraction: float) -> list[str]:
+    """The layers an input-end-float INT8 variant keeps float: of the weighted layers in execution order, the first
+    ceil(fraction * n) and the last one (the classifier). Each runtime lists its own layer names."""
+    import math
+
+    first = weighted[:math.ceil(fraction * len(weighted))]
+    return first + [n for n in weighted[-1:] if n not in first]
+
+
 def quantizer(backend_cls, precision: str) -> Callable[[QuantJob], dict[str, Any]]:
     """The function the backend declares for `precision`, or a ConfigError naming what it offers."""
     offered = backend_cls.capabilities.quantizers

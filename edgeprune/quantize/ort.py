@@ -37,6 +37,7 @@ from typing import Any, Mapping
 
 from edgeprune._io import atomic_path, quiet
 from edgeprune.errors import ConfigError, ExportError, NotApplicable
+from edgeprune.quantize.job import check_float_ends, input_end
 
 METHODS = ("minmax", "entropy", "percentile")
 MODES = ("static", "dynamic")
@@ -77,8 +78,7 @@ class OrtQuantConfig:
             raise ConfigError(f"model_type '{self.model_type}' is unknown", hint=f"use one of {', '.join(MODEL_TYPES)}")
         if self.method not in METHODS:
             raise ConfigError(f"calibration method '{self.method}' is unknown", hint=f"use one of {', '.join(METHODS)}")
-        if not 0.0 <= self.float_ends < 1.0:
-            raise ConfigError(f"float_ends {self.float_ends} is not a fraction in [0, 1)", hint="e.g. 0.125")
+        check_float_ends(self.float_ends)
         for field in ("activation_type", "weight_type"):
             if getattr(self, field) not in ("int8", "uint8", None if field == "weight_type" else "int8"):
                 raise ConfigError(f"{field} '{getattr(self, field)}' is not int8/uint8", hint="use int8 or uint8")
@@ -173,11 +173,8 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def float_end_nodes(model, fraction: float) -> list[str]:
     """Names of the first ceil(fraction * n) weighted nodes in graph (topological) order and of the last one."""
-    import math
-
     weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
-    first = weighted[:math.ceil(fraction * len(weighted))]
-    return first + [n for n in weighted[-1:] if n not in first]
+    return input_end(weighted, fraction)
 
 
 def check_applies(onnx_path: Path, config: OrtQuantConfig) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from edgeprune._io import atomic_path, quiet
 from edgeprune.errors import BackendUnavailable, ConfigError, ExportError, NotApplicable
+from edgeprune.quantize.job import check_float_ends, input_end
 
 WEIGHT_MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
 
@@ -58,8 +59,7 @@ class OvQuantConfig:
             raise ConfigError(f"weight compression '{self.weight_compression}' is unknown", hint=f"use one of {', '.join(WEIGHT_MODES)}")
         if self.overflow_fix not in (None, "enable", "first_layer", "disable"):
             raise ConfigError(f"overflow fix '{self.overflow_fix}' is unknown", hint="use enable, first_layer or disable")
-        if not 0.0 <= self.float_ends < 1.0:
-            raise ConfigError(f"float_ends {self.float_ends} is not a fraction in [0, 1)", hint="e.g. 0.125")
+        check_float_ends(self.float_ends)
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
             raise ConfigError(f"max_drop {self.max_drop} is outside [0, 1)", hint="e.g. 0.01 for one point of accuracy")
 
@@ -228,11 +228,8 @@ WEIGHTED_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "M
 
 def float_end_ops(model, fraction: float) -> list[str]:
     """Friendly names of the first ceil(fraction * n) weighted ops in execution order and of the last one."""
-    import math
-
     weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
-    first = weighted[:math.ceil(fraction * len(weighted))]
-    return first + [n for n in weighted[-1:] if n not in first]
+    return input_end(weighted, fraction)
 
 
 def input_end_float_config() -> OvQuantConfig:
