@@ -16,10 +16,11 @@ numbers in benchmarks/results/quantize.md):
     alone). weight_type="uint8" keeps 8 bits without saturation (ORT's U8U8 kernels) but is opt-in: measured
     on this AVX2 EPYC, EfficientNet-Lite0 U8U8 ran 0.14x of FP32 (46.8 ms vs 6.8 ms), a 7x slowdown no
     accuracy gain pays for in a speed tool (benchmarks/results/quantize.md).
-  transformer, dynamic: not fused first. ORT's transformer optimizer (onnxruntime.transformers optimize_model,
-    model_type="bert") finds no Attention or EmbedLayerNormalization in MiniLM-L6 as torch 2.13 exports it from
-    transformers 5.25 (dynamo or TorchScript exporter; only Gelu/SkipLayerNormalization fuse), so there is no
-    QAttention path: measured dynamic INT8 1.89x, optimized-then-quantized 1.81x, fused FP32 1.02x.
+  transformer, dynamic: attention and GELU fused first by edgeprune (quantize/ort_fusion.py), so Q/K/V become one
+    QAttention. ORT's own transformer optimizer (onnxruntime.transformers optimize_model, model_type="bert") finds
+    no Attention or EmbedLayerNormalization in MiniLM-L6 as torch 2.13 exports it from transformers 5.25 (dynamo or
+    TorchScript exporter; only Gelu/SkipLayerNormalization fuse): its output quantized ran 1.81x against plain
+    dynamic INT8's 1.89x. With edgeprune's fusion: 2.33x (ort_fusion.py's doc).
   cnn, input end float (float_ends, the third `--precision auto` candidate): the layers nearest the input carry
     the least redundancy, and the classifier decides the top-1; keeping the first 1/8 of the Conv/Gemm/MatMul
     nodes and the last one in float is the accuracy-for-speed trade between all-INT8 and FP32. Measured on
@@ -63,8 +64,10 @@ class OrtQuantConfig:
     reduce_range: bool | None = None
     op_types: tuple[str, ...] | None = None  # None = by model type: MatMul/Gemm for transformers, else every op ORT can quantize
     nodes_to_exclude: tuple[str, ...] = ()  # added to the model type's own exclusions (transformers: GELU-fed MatMuls)
-    exclude_gelu_matmuls: bool | None = None  # None = True for transformers: keep FFN down-projections in float
+    exclude_gelu_matmuls: bool | None = None  # None = True for static transformers: FFN down-projections stay float
     preprocess: bool = True  # onnxruntime.quantization.shape_inference.quant_pre_process
+    # dynamic mode on a transformer: fuse attention and GELU for ORT's CPU kernels first (quantize/ort_fusion.py)
+    fuse: bool = True
     quantize_bias: bool = True
     keep_removable_activations: bool = False
     batch_size: int | None = None  # calibration batch; None = the model's static batch, else 8
@@ -146,7 +149,10 @@ def resolve(config: OrtQuantConfig, onnx_path: Path) -> tuple[OrtQuantConfig, di
     changes: dict[str, Any] = {}
     if kind == "transformer" and config.mode == "static" and config.op_types is None:
         changes["op_types"] = ("MatMul", "Gemm")
-    if kind == "transformer" and config.exclude_gelu_matmuls is not False:
+    # static only: quantize_dynamic rewrites the pre-processed Gemm nodes under new names, so an exclusion by name
+    # never held there, and every dynamic INT8 figure on record quantizes the down-projections too
+    exclude = config.exclude_gelu_matmuls if config.exclude_gelu_matmuls is not None else config.mode == "static"
+    if kind == "transformer" and exclude:
         gelu = [n for n in gelu_fed_matmuls(model) if n not in config.nodes_to_exclude]
         if gelu:
             changes["nodes_to_exclude"] = tuple(config.nodes_to_exclude) + tuple(gelu)
@@ -229,10 +235,10 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
     check_applies(onnx_in, config)
     info: dict[str, Any] = {"mode": config.mode, "per_channel": config.per_channel}
     with tempfile.TemporaryDirectory(prefix="edgeprune-q-") as tmp:
-        src = onnx_in
+        src, config = _fused(onnx_in, Path(tmp) / "fused.onnx", config, info)
         if config.preprocess:
-            src = Path(tmp) / "pre.onnx"
-            info["preprocess"] = preprocess(onnx_in, src)
+            src, pre = Path(tmp) / "pre.onnx", src
+            info["preprocess"] = preprocess(pre, src)
         # node names are those of the pre-processed graph, which is what the quantizer sees
         config, decided = resolve(config, src)
         reduce_range, why = resolve_reduce_range(config)
@@ -270,6 +276,28 @@ def quantize_ort(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, calib=
     return info
 
 
+def _fused(onnx_in: Path, fused: Path, config: OrtQuantConfig, info: dict[str, Any]) -> tuple[Path, OrtQuantConfig]:
+    """The graph to quantize and its config: for dynamic INT8 on a transformer, the attention/GELU-fused graph when it
+    matched and reproduced the original (ort_fusion.py; dynamic quantization turns Attention into QAttention), with
+    model_type pinned to transformer (the fused graph has no Softmax left to read it from); else onnx_in.
+    Static QDQ keeps the plain graph: QDQ has no quantized Attention, so fusing would leave Q/K/V in float."""
+    import onnx
+
+    from edgeprune.quantize.ort_fusion import fuse_encoder
+
+    if not config.fuse or config.mode != "dynamic" or config.model_type not in ("auto", "transformer"):
+        return onnx_in, config
+    try:
+        model = onnx.load(str(onnx_in), load_external_data=False)
+    except Exception:  # unreadable: pre-processing reports it, as for every other config
+        return onnx_in, config
+    if config.model_type == "auto" and model_kind(model) != "transformer":
+        return onnx_in, config
+    done = fuse_encoder(onnx_in, fused)
+    info["fused"] = done
+    return (fused, dataclasses.replace(config, model_type="transformer")) if done["kept"] else (onnx_in, config)
+
+
 def _static_batch(onnx_path: Path) -> bool:
     from edgeprune.data import onnx_input_specs
 
@@ -282,7 +310,7 @@ def count_qdq(path: Path) -> dict[str, int]:
 
     model = onnx.load(str(path), load_external_data=False)
     ops = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul",
-           "QLinearConv", "DynamicQuantizeMatMul")
+           "QLinearConv", "DynamicQuantizeMatMul", "QAttention")
     counts = {op: 0 for op in ops}
     for node in model.graph.node:
         if node.op_type in counts:
