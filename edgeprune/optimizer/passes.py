@@ -65,6 +65,9 @@ class Search:
     kept: list = dataclasses.field(default_factory=list)  # (pruned model, its ONNX, its bench results) per attempt
     precision: PrecisionChoice | None = None  # what ships beside pruning (precision.py); fraction is then pruning's
     overall_fraction: float = 1.0  # the whole budget (pruning and precision together), as a fraction of dense
+    # the precision step measured its artifact on budget alone (beside dense): nothing is pruned, and a later timing
+    # of that same artifact does not re-open the split (one noisy round of it had MiniLM/ORT pruned at 2x asked)
+    precision_alone: bool = False
 
     @property
     def measured(self) -> bool:
@@ -141,7 +144,7 @@ def price_layers(s: Search) -> None:
 def anchor(s: Search) -> None:
     """The table-to-measured map: identity for estimates, else fitted on whole-model timings at anchor widths."""
     s.fit = WholeModelFit.from_points([(s.total_dense, s.total_dense)])  # identity: roofline / imported tables
-    if not s.measured:
+    if not s.measured or s.precision_alone:  # nothing will be pruned: no map from widths to time is needed
         return
     cfg, say = s.config, s.job.say
     say(f"timing the whole model at anchor widths on {s.runtime} (calibrates the layer table)")
@@ -186,7 +189,7 @@ def attempts(s: Search) -> None:
         last = round_i == max_rounds - 1
         attempt, tried = _prune_and_time(s, round_i, keep)
         resuming = s.job.resume_keep is not None and round_i == 0  # the interrupted plan is recovered, not re-planned
-        if s.measured and cfg.macs_ratio is None and not frozen and not last and not resuming:
+        if s.measured and cfg.macs_ratio is None and not frozen and not last and not resuming and not s.precision_alone:
             # Speed is fixed by the widths, so a plan off its budget is re-planned before any recovery is spent on it.
             replanned = _replan_if_off(s.fraction, s.fit, keep, s.fixed, s.total_dense, s.options, s.job.model_name,
                                        s.plan, cfg.importance, s.joint_total, attempt, measured_plans)
@@ -230,7 +233,7 @@ def _prune_and_time(s: Search, round_i: int, keep: dict[str, int]) -> tuple[Atte
         spd, stacked = spds[0], (spds[1] if artifact else None)
         measured_ms = bench[1].stats.p50
         predicted = ratio * bench[0].stats.p50
-        if stacked:  # precision's share measured on these widths: pruning's budget follows it
+        if stacked and not s.precision_alone:  # precision's share measured on these widths: pruning's budget follows it
             s.fraction = min(1.0, s.overall_fraction * stacked["median"] / spd["median"])
             if reaches(stacked, 1.0 / s.overall_fraction):  # the shipped artifact is on budget: so are these widths
                 s.fraction = min(1.0, 1.0 / spd["median"])

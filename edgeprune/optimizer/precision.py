@@ -170,7 +170,7 @@ def choose_precision(s) -> None:
         return
     s.fraction = min(1.0, s.fraction * choice.factor())
     if choice.speedup and reaches(choice.speedup, 1.0 / s.overall_fraction):  # alone on budget: nothing to prune
-        s.fraction = 1.0
+        s.fraction, s.precision_alone = 1.0, True
     how = "measured" if choice.measured else "estimated, not measured here"
     say(f"precision: {choice.label} ({choice.factor():.2f}x {how}); pruning asked for {1 / s.fraction:.2f}x")
 
