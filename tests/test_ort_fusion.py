@@ -92,12 +92,18 @@ def test_a_causal_mask_is_not_replaced_by_the_padding_mask(tmp_path):
     path = _export(Bert(decoder=True), tmp_path / "decoder.onnx")
     out = tmp_path / "fused.onnx"
     done = fuse_encoder(path, out)
-    assert done["attention"] == 2 and not done["kept"] and "differs" in done["reason"], done
+    assert done["attention"] == 2 and not done["kept"] and "it differs" in done["reason"], done
     assert not out.exists() and not list(tmp_path.glob(".fused*"))
 
 
-def test_sdpa_attention_is_left_as_it_is(tmp_path):
-    """torch's SDPA export is another pattern: no Attention is fused (GELU still is), and the graph still matches."""
+def test_sdpa_attention_fuses_too(tmp_path):
+    """torch's SDPA decomposition (transformers' default attention) scales q and k^T by sqrt(scale) each, builds k^T
+    through Reshape/Transpose/Reshape and guards the softmax with Where(IsNaN): it fuses to the same Attention."""
     path = _export(Bert(attention="sdpa"), tmp_path / "sdpa.onnx")
-    done = fuse_encoder(path, tmp_path / "fused.onnx")
-    assert done["attention"] == 0 and done["gelu"] == 2 and done["kept"], done
+    out = tmp_path / "fused.onnx"
+    done = fuse_encoder(path, out)
+    assert done["attention"] == 2 and done["gelu"] == 2 and done["kept"], done
+    ops = _ops(out)
+    assert ops["Attention"] == 2 and ops["Softmax"] == 0 and ops["IsNaN"] == 0 and ops["Transpose"] == 0, ops
+    feeds = {k: v[:1] for k, v in _padded().items()}
+    assert np.abs(run_reference(path, feeds)[0] - run_reference(out, feeds)[0]).max() < 1e-4
