@@ -109,3 +109,21 @@ def test_sdpa_attention_fuses_too(tmp_path):
     assert ops["Attention"] == 2 and ops["Softmax"] == 0 and ops["IsNaN"] == 0 and ops["Transpose"] == 0, ops
     feeds = {k: v[:1] for k, v in _padded().items()}
     assert np.abs(run_reference(path, feeds)[0] - run_reference(out, feeds)[0]).max() < 1e-4
+
+
+def test_a_fusion_that_breaks_ships_the_plain_graph(encoder_onnx, tmp_path, monkeypatch):
+    """Fusion is a speed pass: if it raises (onnx cannot save a >2 GB graph in one file, say), dynamic INT8 goes on
+    with the unfused graph and says why."""
+    import edgeprune.quantize.ort_fusion as fusion
+    from edgeprune.quantize.ort import OrtQuantConfig
+
+    def broken(onnx_in, onnx_out):
+        raise ValueError("the proto is larger than 2 GB")
+
+    monkeypatch.setattr(fusion, "fuse_encoder", broken)
+    batch = _padded()
+    r = quantize(encoder_onnx, "onnxruntime", CalibrationData({k: v[:8] for k, v in batch.items()}), "int8",
+                 tmp_path / "q.onnx", config=OrtQuantConfig(mode="dynamic"),
+                 validate_data=CalibrationData({k: v[8:] for k, v in batch.items()}))
+    assert not r.details["fused"]["kept"] and "larger than 2 GB" in r.details["fused"]["reason"], r.details
+    assert "QAttention" not in r.details["quantized_nodes"] and r.min_cosine >= 0.99, r.details
