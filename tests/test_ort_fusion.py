@@ -117,7 +117,7 @@ def test_a_fusion_that_breaks_ships_the_plain_graph(encoder_onnx, tmp_path, monk
     import edgeprune.quantize.ort_fusion as fusion
     from edgeprune.quantize.ort import OrtQuantConfig
 
-    def broken(onnx_in, onnx_out):
+    def broken(onnx_in, onnx_out, model=None):
         raise ValueError("the proto is larger than 2 GB")
 
     monkeypatch.setattr(fusion, "fuse_encoder", broken)

@@ -65,9 +65,14 @@ class Search:
     kept: list = dataclasses.field(default_factory=list)  # (pruned model, its ONNX, its bench results) per attempt
     precision: PrecisionChoice | None = None  # what ships beside pruning (precision.py); fraction is then pruning's
     overall_fraction: float = 1.0  # the whole budget (pruning and precision together), as a fraction of dense
-    # the precision step measured its artifact on budget alone (beside dense): nothing is pruned, and a later timing
-    # of that same artifact does not re-open the split (one noisy round of it had MiniLM/ORT pruned at 2x asked)
-    precision_alone: bool = False
+
+    @property
+    def precision_alone(self) -> bool:
+        """The precision step measured its artifact (beside dense) on the whole budget: nothing is pruned, and a later
+        timing of that same artifact does not re-open the split (one noisy round of it had MiniLM/ORT pruned at 2x)."""
+        choice = self.precision
+        return bool(choice is not None and choice.candidate is not None and choice.speedup
+                    and reaches(choice.speedup, 1.0 / self.overall_fraction))
 
     @property
     def measured(self) -> bool:

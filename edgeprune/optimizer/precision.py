@@ -169,8 +169,8 @@ def choose_precision(s) -> None:
         say("precision: no reduced precision pays here: FP32 ships")
         return
     s.fraction = min(1.0, s.fraction * choice.factor())
-    if choice.speedup and reaches(choice.speedup, 1.0 / s.overall_fraction):  # alone on budget: nothing to prune
-        s.fraction, s.precision_alone = 1.0, True
+    if s.precision_alone:  # alone on budget: nothing to prune
+        s.fraction = 1.0
     how = "measured" if choice.measured else "estimated, not measured here"
     say(f"precision: {choice.label} ({choice.factor():.2f}x {how}); pruning asked for {1 / s.fraction:.2f}x")
 

@@ -288,13 +288,13 @@ def _fused(onnx_in: Path, fused: Path, config: OrtQuantConfig, info: dict[str, A
     if not config.fuse or config.mode != "dynamic" or config.model_type not in ("auto", "transformer"):
         return onnx_in, config
     try:
-        model = onnx.load(str(onnx_in), load_external_data=False)
+        model = onnx.load(str(onnx_in))  # with its weights: the fusion rewrites this one copy
     except Exception:  # unreadable: pre-processing reports it, as for every other config
         return onnx_in, config
     if config.model_type == "auto" and model_kind(model) != "transformer":
         return onnx_in, config
     try:
-        done = fuse_encoder(onnx_in, fused)
+        done = fuse_encoder(onnx_in, fused, model)
     except Exception as err:  # a speed pass: whatever breaks in it (a graph onnx cannot save), the plain graph ships
         done = {"kept": False, "reason": f"fusion failed: {type(err).__name__}: {str(err)[:200]}"}
     info["fused"] = done

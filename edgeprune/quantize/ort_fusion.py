@@ -178,7 +178,7 @@ def unfuse_layernorm(model) -> int:
 
     Why un-fuse: ONNX Runtime 1.32's CPU LayerNormalization (and the SkipLayerNormalization it fuses into) took
     126 us for a 128x384 tensor on 2 threads here, the written-out form 78 us (MLAS-vectorised reductions; ORT does
-    not fuse it back), same output within 4e-6. On MiniLM-L6's dynamic INT8 (13 LayerNorms) that is 2.47x -> 2.57x."""
+    not fuse it back), same output within 4e-6. On MiniLM-L6's dynamic INT8 (13 LayerNorms): 2.44x -> 2.62x (module doc)."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -231,9 +231,10 @@ def fuse(model) -> dict[str, int]:
     mask = _mask_input(graph)
     replace: dict[int, Any] = {}  # id(last node of a pattern) -> its fused node
     dead: set[int] = set()
-    for i, softmax in enumerate(n for n in graph.node if n.op_type == "Softmax"):
+    softmaxes = [n for n in graph.node if n.op_type == "Softmax"] if mask is not None else []  # no mask: no Attention
+    for i, softmax in enumerate(softmaxes):
         found = _attention(g, softmax)
-        if found is None or mask is None:
+        if found is None:
             continue
         spec, nodes = found
         w, b = f"ep_attention_{i}_qkv_weight", f"ep_attention_{i}_qkv_bias"
@@ -263,38 +264,39 @@ def fuse(model) -> dict[str, int]:
     return counts
 
 
-def _feeds(path: Path, graph) -> dict[str, np.ndarray]:
+def _feeds(path: Path) -> dict[str, np.ndarray]:
     """Deterministic feeds for the check: random ids in the tables' range, masks padded on the last quarter."""
+    from edgeprune.data import onnx_input_specs
     from edgeprune.exporter import within_tables
 
     rng, feeds = np.random.default_rng(0), {}
-    for inp in graph.input:
-        t = inp.type.tensor_type
-        shape = [d.dim_value if d.dim_value > 0 else (1 if i == 0 else 16) for i, d in enumerate(t.shape.dim)]
-        dtype = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_}.get(t.elem_type, np.float32)
-        if "mask" in inp.name.lower():
+    for spec in onnx_input_specs(path):  # graph inputs, initializers excluded; free dims are None or a name
+        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(spec.shape)]
+        dtype = np.dtype(spec.dtype)
+        if "mask" in spec.name.lower():
             value = np.ones(shape, dtype)
             if len(shape) == 2 and shape[1] >= 4:
                 value[:, -shape[1] // 4:] = 0
-        elif dtype == np.float32:
+        elif dtype.kind == "f":
             value = rng.standard_normal(shape).astype(dtype)
         else:
-            value = (rng.integers(1000, 2000, shape) if "type" not in inp.name.lower() else np.zeros(shape)).astype(dtype)
-        feeds[inp.name] = value
+            value = (rng.integers(1000, 2000, shape) if "type" not in spec.name.lower() else np.zeros(shape)).astype(dtype)
+        feeds[spec.name] = value
     return within_tables(path, feeds)
 
 
-def fuse_encoder(onnx_in: str | Path, onnx_out: str | Path) -> dict[str, Any]:
+def fuse_encoder(onnx_in: str | Path, onnx_out: str | Path, model=None) -> dict[str, Any]:
     """Write the fused graph to onnx_out when anything fused and it matches the original on ORT within the export
-    tolerance; returns {"attention": n, "gelu": n, "kept": bool, "reason": ...}. Nothing is written when not kept."""
+    tolerance; returns {"attention": n, "gelu": n, "kept": bool, "reason": ...}. Nothing is written when not kept.
+    model: onnx_in already loaded with its weights (it is rewritten in place), else it is loaded here."""
     import onnx
 
     from edgeprune._io import atomic_path
     from edgeprune.exporter import DEFAULT_ATOL, compare_outputs, run_reference
 
     onnx_in = Path(onnx_in)
-    model = onnx.load(str(onnx_in))
-    feeds = _feeds(onnx_in, model.graph)
+    model = onnx.load(str(onnx_in)) if model is None else model
+    feeds = _feeds(onnx_in)
     counts = fuse(model)
     if not any(counts.values()):
         return dict(counts, kept=False, reason="no attention or erf-GELU pattern matched")
